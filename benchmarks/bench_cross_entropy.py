@@ -26,6 +26,11 @@ def forward_backward(loss_fn, logits, target):
     return run
 
 
+def peak_forward_backward_bytes(loss_fn, logits, target):
+    logits.grad = None  # free the last gradient first: the peak counts what one call holds, the new gradient included
+    return peak_cpu_bytes(lambda: loss_fn(logits, target).backward())
+
+
 def main():
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU\n")
@@ -33,12 +38,11 @@ def main():
     for n, c in SHAPES:
         logits = torch.randn(n, c, requires_grad=True)
         target = torch.randint(0, c, (n,))
-        repeats = 400 if n * c < 1e5 else 40
-        results = {}
-        for name, loss_fn in [('torch', F.cross_entropy), ('minigrad', cross_entropy)]:
-            run = forward_backward(loss_fn, logits, target)
-            results[name] = (median_seconds(run, repeats), peak_cpu_bytes(run))
-        (t_torch, m_torch), (t_ours, m_ours) = results['torch'], results['minigrad']
+        calls_per_round = 100 if n * c < 1e5 else 3
+        runs = [forward_backward(loss_fn, logits, target) for loss_fn in (F.cross_entropy, cross_entropy)]
+        t_torch, t_ours = median_seconds(runs, rounds=20, calls_per_round=calls_per_round)
+        m_torch, m_ours = (peak_forward_backward_bytes(loss_fn, logits, target)
+                           for loss_fn in (F.cross_entropy, cross_entropy))
         rows.append([f"({n}, {c})", f"{t_torch * 1e6:.0f}", f"{t_ours * 1e6:.0f}", f"{t_ours / t_torch:.2f}",
                      f"{m_torch / 2**20:.2f}", f"{m_ours / 2**20:.2f}", f"{m_ours / m_torch:.2f}"])
     print_table(['(N, C)', 'torch us', 'minigrad us', 'time ratio', 'torch MiB', 'minigrad MiB', 'memory ratio'],

@@ -6,16 +6,24 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 
-def median_seconds(fn, repeats=50, warmup=5):
-    """The median wall-clock time of fn() over `repeats` calls, after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def median_seconds(fns, rounds=20, calls_per_round=50, warmup=5):
+    """The median time of one call of each function in fns.
+
+    The functions take turns in rounds, each round timing `calls_per_round` back-to-back calls of each
+    (so that a function runs warm, as it would in a training loop), and a slow spell of the machine (a
+    shared virtual machine has them) falls on all of them alike. The median is over the rounds.
+    """
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    per_call = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, times in zip(fns, per_call):
+            start = time.perf_counter()
+            for _ in range(calls_per_round):
+                fn()
+            times.append((time.perf_counter() - start) / calls_per_round)
+    return [statistics.median(times) for times in per_call]
 
 
 def peak_cpu_bytes(fn):

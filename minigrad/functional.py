@@ -26,7 +26,7 @@ def _stable_shift(x, dim):
     detached: the result of every caller is exactly independent of m, so its gradient through m is 0.
     """
     m = x.detach().amax(dim, keepdim=True)
-    return torch.where(m.isinf(), torch.zeros_like(m), m)
+    return m.masked_fill_(m.isinf(), 0.0)
 
 
 def logsumexp(x, dim=-1, keepdim=False):
@@ -122,12 +122,15 @@ def log_softmax(x, dim=-1):
     return _LogSoftmax.apply(x, dim)
 
 
-def _class_dim_of(input, target, weight, ignore_index, reduction, label_smoothing=0.0):
-    """Checks the arguments shared by nll_loss and cross_entropy; returns the class dimension.
+def _check_class_targets(input, target, weight, ignore_index, reduction, label_smoothing=0.0):
+    """Checks the arguments shared by nll_loss and cross_entropy.
 
     Shapes as torch: input (C,) with a 0-d target, or (N, C, d1, ...) with target (N, d1, ...).
     A bad target is an error that names it, never a silent clamp: gather with an out-of-range index
     would read another sample's memory on some devices, and a clamped label trains the wrong class.
+
+    Returns the class dimension, and whether any target may equal ignore_index (False lets the common
+    case, every sample counted, skip the masking).
     """
     if not input.is_floating_point():
         raise ValueError(f"input must be floating point (log-probabilities or logits), got {input.dtype}")
@@ -148,38 +151,48 @@ def _class_dim_of(input, target, weight, ignore_index, reduction, label_smoothin
                          f"needs a target of shape {tuple(expected)}: one class index per sample")
     if weight is not None and weight.shape != (n_classes,):
         raise ValueError(f"weight has shape {tuple(weight.shape)}, expected ({n_classes},): one weight per class")
-    if target.numel() > 0:
-        lo, hi = torch.aminmax(target)
-        if lo.item() < 0 or hi.item() >= n_classes:  # the slow path runs only when something may be wrong
-            bad = ((target < 0) | (target >= n_classes)) & (target != ignore_index)
-            if bad.any():
-                where = tuple(int(i) for i in bad.nonzero()[0])
-                value = int(target[where])
-                raise IndexError(f"target {value} at index {where} is out of range: class indices must be in "
-                                 f"[0, {n_classes - 1}] for {n_classes} classes (or equal ignore_index="
-                                 f"{ignore_index})")
-    return class_dim
+    if target.numel() == 0:
+        return class_dim, False
+    lo, hi = (int(v) for v in torch.aminmax(target))
+    if lo < 0 or hi >= n_classes:  # the slow search runs only when something may be wrong
+        bad = ((target < 0) | (target >= n_classes)) & (target != ignore_index)
+        if bad.any():
+            where = tuple(int(i) for i in bad.nonzero()[0])
+            raise IndexError(f"target {int(target[where])} at index {where} is out of range: class indices "
+                             f"must be in [0, {n_classes - 1}] for {n_classes} classes (or equal "
+                             f"ignore_index={ignore_index})")
+    return class_dim, lo <= ignore_index <= hi
 
 
-def _target_weights(target, weight, ignore_index, dtype):
+def _target_weights(target, weight, ignore_index, n_classes, dtype, may_ignore=True):
     """w_{t_i}, the weight of each sample's class (1 without class weights), and 0 where ignored.
 
-    Also returns which samples count (target != ignore_index) and the targets with ignored entries
-    replaced by 0, so that they can index.
+    Returns (w_t, keep, safe_target): keep says which samples count (target != ignore_index), and
+    safe_target is the target clamped into [0, C) so that it can index (the check above left only ignored
+    targets outside that range). When no sample is ignored, keep is None; when moreover there are no class
+    weights, w_t is None too: all ones, so the common case skips their work.
     """
+    if not may_ignore:
+        return (None if weight is None else weight.to(dtype)[target]), None, target.long()
     keep = target != ignore_index
-    safe_target = torch.where(keep, target, torch.zeros_like(target)).long()
-    if weight is None:
-        return keep.to(dtype), keep, safe_target
-    return weight.to(dtype)[safe_target] * keep, keep, safe_target
+    safe_target = target.clamp(0, n_classes - 1).long()
+    w_t = keep.to(dtype) if weight is None else weight.to(dtype)[safe_target] * keep
+    return w_t, keep, safe_target
 
 
-def _reduce(losses, sample_weights, reduction):
+def _reduce(losses, total_weight, reduction):
     if reduction == 'none':
         return losses
     if reduction == 'sum':
         return losses.sum()
-    return losses.sum() / sample_weights.sum()
+    return losses.sum() / total_weight
+
+
+def _weigh_and_mask(losses, w_t, keep):
+    """w_t * losses, and exactly 0 for ignored samples (where, not multiply: 0 * inf would be nan)."""
+    if w_t is not None:
+        losses = w_t * losses
+    return losses if keep is None else torch.where(keep, losses, 0.0)
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction='mean'):
@@ -201,69 +214,80 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction='mean'):
         ignore_index: a target value whose samples are skipped.
         reduction: 'none' | 'mean' | 'sum'.
     """
-    class_dim = _class_dim_of(input, target, weight, ignore_index, reduction)
-    w, keep, safe_target = _target_weights(target, weight, ignore_index, input.dtype)
-    picked = input.gather(class_dim, safe_target.unsqueeze(class_dim)).squeeze(class_dim)
-    # where, not multiply: an ignored sample's -inf log-probability times 0 would be nan.
-    losses = torch.where(keep, -w * picked, torch.zeros_like(picked))
-    return _reduce(losses, w, reduction)
+    class_dim, may_ignore = _check_class_targets(input, target, weight, ignore_index, reduction)
+    dtype = _compute_dtype(input)
+    w_t, keep, safe_target = _target_weights(target, weight, ignore_index, input.shape[class_dim], dtype,
+                                             may_ignore)
+    picked = input.gather(class_dim, safe_target.unsqueeze(class_dim)).squeeze(class_dim).to(dtype)
+    losses = _weigh_and_mask(-picked, w_t, keep)
+    total_weight = target.numel() if w_t is None else w_t.sum()
+    return _reduce(losses, total_weight, reduction).to(input.dtype)
 
 
 class _CrossEntropy(torch.autograd.Function):
     """Forward and hand-derived backward of cross_entropy; the math is in its docstring."""
 
     @staticmethod
-    def forward(ctx, logits, target, weight, ignore_index, reduction, label_smoothing):
+    def forward(ctx, logits, target, weight, ignore_index, reduction, eps, may_ignore):
         dtype = _compute_dtype(logits)
         class_dim = 0 if logits.dim() == 1 else 1
         n_classes = logits.shape[class_dim]
-        w_t, keep, safe_target = _target_weights(target, weight, ignore_index, dtype)
+        w_t, keep, safe_target = _target_weights(target, weight, ignore_index, n_classes, dtype, may_ignore)
+        index = safe_target.unsqueeze(class_dim)
         w_c = None if weight is None else _class_view(weight.to(dtype), logits.dim(), class_dim)
+        w_total = n_classes if weight is None else weight.to(dtype).sum()  # sum_c w_c
 
-        # s = x - m, and log softmax(x) = s - log sum exp(s). s is overwritten by exp(s) below, so that
-        # the forward allocates one tensor of the logits' size, as torch's fused kernel does.
+        # log softmax(x) = s - log sum_c exp(s_c) = s - log_z with s = x - max x. No guard for rows of
+        # -inf (as _stable_shift has): their loss is nan either way, as in torch. (Inside forward autograd
+        # records nothing, so nothing needs detaching either.)
         x = logits.to(dtype)
-        s = x - _stable_shift(x, class_dim)
-        s_t = s.gather(class_dim, safe_target.unsqueeze(class_dim)).squeeze(class_dim)
-        s_weighted_sum = None
-        if label_smoothing > 0:
-            s_weighted_sum = (s.sum(class_dim) if w_c is None else (s * w_c).sum(class_dim))
+        s = x - x.amax(class_dim, keepdim=True)
+        s_t = s.gather(class_dim, index).squeeze(class_dim)
+        if eps > 0:
+            s_weighted_sum = s.sum(class_dim) if w_c is None else (s * w_c).sum(class_dim)
+        # exp in place: the forward allocates one buffer of the logits' size, as torch's fused kernel does.
         e = s.exp_()
         sum_e = e.sum(class_dim, keepdim=True)
         log_z = sum_e.log().squeeze(class_dim)
 
-        zero = torch.zeros_like(log_z)
-        losses = torch.where(keep, -w_t * (s_t - log_z), zero)              # nll_i = -w_t logp_t
-        if label_smoothing > 0:
-            w_total = n_classes if weight is None else weight.to(dtype).sum()
-            smooth = torch.where(keep, log_z * w_total - s_weighted_sum, zero)  # -sum_c w_c logp_c
-            losses = (1 - label_smoothing) * losses + (label_smoothing / n_classes) * smooth
-        loss = _reduce(losses, w_t, reduction)
+        losses = _weigh_and_mask(log_z - s_t, w_t, keep)                     # -w_t logp_t
+        if eps > 0:
+            smooth = _weigh_and_mask(log_z * w_total - s_weighted_sum, None, keep)  # -sum_c w_c logp_c
+            losses = (1 - eps) * losses + (eps / n_classes) * smooth
+        total_weight = target.numel() if w_t is None else w_t.sum()
+        loss = _reduce(losses, total_weight, reduction)
 
-        ctx.save_for_backward(e, sum_e, safe_target, w_t, keep, w_c)
-        ctx.config = (class_dim, n_classes, reduction, label_smoothing, logits.dtype)
+        ctx.save_for_backward(e, sum_e, index, w_t, keep, w_c)
+        ctx.config = (class_dim, n_classes, w_total, total_weight, reduction, eps, logits.dtype)
         return loss.to(logits.dtype)
 
     @staticmethod
     def backward(ctx, g):
-        e, sum_e, safe_target, w_t, keep, w_c = ctx.saved_tensors
-        class_dim, n_classes, reduction, eps, dtype = ctx.config
+        e, sum_e, index, w_t, keep, w_c = ctx.saved_tensors
+        class_dim, n_classes, w_total, total_weight, reduction, eps, dtype = ctx.config
         g = g.to(e.dtype)
         if reduction == 'mean':
-            g = g / w_t.sum()
-        # Ignored samples get no gradient, even when 'mean' divided by a total weight of 0 (as torch).
-        g = torch.where(keep, g, torch.zeros_like(g))
-        # grad_i = g_i (p_i sum_c q_ic - q_i), built in the buffer of p = e / sum_e.
-        # One-hot part of q: (1 - eps) w_t at the target class.
-        q_sum = (1 - eps) * w_t
+            g = g / total_weight
+        if keep is not None:  # ignored samples get no gradient, even where 'mean' divided 0 by 0 (as torch)
+            g = torch.where(keep, g, 0.0)
+        # grad_i = g_i (p_i sum_c q_ic - q_i) with p = e / sum_e. q's one-hot part is (1 - eps) w_t at the
+        # target class, its uniform part (eps / C) w_c at every class c.
+        g_target = g if w_t is None else g * w_t
+        g_q_sum = g_target
         if eps > 0:
-            q_sum = q_sum + (eps / n_classes) * (n_classes if w_c is None else w_c.sum())
-        grad = e / sum_e * (g * q_sum).unsqueeze(class_dim)
-        grad.scatter_add_(class_dim, safe_target.unsqueeze(class_dim), (-(1 - eps) * g * w_t).unsqueeze(class_dim))
-        if eps > 0:  # uniform part of q: (eps / C) w_c at every class
-            smooth = (eps / n_classes) * g.unsqueeze(class_dim)
-            grad.sub_(smooth if w_c is None else smooth * w_c)
-        return grad.to(dtype), None, None, None, None, None
+            g_target = (1 - eps) * g_target
+            g_q_sum = g_target + (eps / n_classes) * w_total * g
+        grad = e * (_along(g_q_sum, class_dim) / sum_e)
+        grad.scatter_add_(class_dim, index, _along(-g_target, class_dim).expand(index.shape))
+        if eps > 0:
+            uniform_share = (eps / n_classes) * _along(g, class_dim)
+            grad.sub_(uniform_share if w_c is None else uniform_share * w_c)
+        return grad.to(dtype), None, None, None, None, None, None
+
+
+def _along(per_sample, class_dim):
+    """A per-sample tensor with a size-1 class dimension, to broadcast against the logits; 0-d stays 0-d."""
+    return per_sample.unsqueeze(class_dim) if per_sample.dim() > 0 else per_sample
 
 
 def _class_view(weight, ndim, class_dim):
@@ -297,8 +321,8 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction='mean
         reduction: 'none' | 'mean' | 'sum'.
         label_smoothing: eps in [0, 1].
     """
-    _class_dim_of(input, target, weight, ignore_index, reduction, label_smoothing)
-    return _CrossEntropy.apply(input, target, weight, ignore_index, reduction, float(label_smoothing))
+    _, may_ignore = _check_class_targets(input, target, weight, ignore_index, reduction, label_smoothing)
+    return _CrossEntropy.apply(input, target, weight, ignore_index, reduction, float(label_smoothing), may_ignore)
 
 
 def _neg_abs(x):
@@ -329,12 +353,14 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction='mean
     """BCE(x, t) = -w [p t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))]
 
     The loss for yes/no targets (t in [0, 1]) from logits x, with optional per-element weight w and
-    weight p of the positive class (pos_weight; 1 when absent). Using log sigmoid(x) = -softplus(-x) and
-    log(1 - sigmoid(x)) = -x - softplus(-x), it becomes
-        BCE = w [(1 - t) x + (1 + (p - 1) t) softplus(-x)],   softplus(-x) = log(1 + exp(-x)),
-    and softplus(-x) = log(1 + exp(-|x|)) + max(-x, 0) never overflows, even for |x| = 1e4, where
-    log(sigmoid(x)) would give log(0) = -inf.
-    Gradient: d BCE / dx = w [(1 - t) - (1 + (p - 1) t) sigmoid(-x)], which is w (sigmoid(x) - t) for p = 1.
+    weight p of the positive class (pos_weight; 1 when absent). With log sigmoid(x) = -softplus(-x),
+    log(1 - sigmoid(x)) = -x - softplus(-x) and L = 1 + (p - 1) t it becomes
+        BCE = w [(1 - t) x + L softplus(-x)],   softplus(-x) = log(1 + exp(-x)) = log1p(exp(-|x|)) + max(-x, 0).
+    Never log(sigmoid(x)), which is log(0) = -inf for x = -1e4. The two cases of max(-x, 0) are written out
+        x >= 0:  (1 - t) x + L log1p(exp(-|x|))
+        x <  0:  -p t x    + L log1p(exp(-|x|))
+    so that no two large terms cancel (torch's (1 - t) x + max(-x, 0) loses digits for x = -1e4, t small).
+    Gradient: d BCE / dx = w [(1 - t) - L sigmoid(-x)], which is w (sigmoid(x) - t) for p = 1.
 
     Args:
         input: logits, any shape.
@@ -350,9 +376,9 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction='mean
                          f"binary cross-entropy needs one target per logit")
     dtype = _compute_dtype(input)
     x, t = input.to(dtype), target.to(dtype)
-    softplus_neg_x = (1 + _neg_abs(x).exp()).log() + torch.where(x >= 0, torch.zeros_like(x), -x)
-    positive_factor = 1 if pos_weight is None else 1 + (pos_weight.to(dtype) - 1) * t
-    losses = (1 - t) * x + positive_factor * softplus_neg_x
+    p = 1 if pos_weight is None else pos_weight.to(dtype)
+    linear_part = torch.where(x >= 0, (1 - t) * x, -p * t * x)
+    losses = linear_part + (1 + (p - 1) * t) * _neg_abs(x).exp().log1p()
     if weight is not None:
         losses = losses * weight.to(dtype)
     if reduction == 'none':

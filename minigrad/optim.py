@@ -144,7 +144,7 @@ class SGD(Optimizer):
 
     def _update(self, p, grad, state, group):
         if group['weight_decay'] != 0:
-            grad = grad + group['weight_decay'] * p
+            grad = grad.add(p, alpha=group['weight_decay'])
         if group['momentum'] != 0:
             if 'momentum_buffer' not in state:
                 state['momentum_buffer'] = grad.clone()
@@ -199,7 +199,7 @@ class Adam(Optimizer):
             if group['decouple_wd']:
                 p.mul_(1 - lr * wd)
             else:
-                grad = grad + wd * p
+                grad = grad.add(p, alpha=wd)
         m, v = state['exp_avg'], state['exp_avg_sq']
         m.lerp_(grad, 1 - beta1)
         v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
