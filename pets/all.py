@@ -8,5 +8,17 @@ import torch.nn.functional as F
 from torch import tensor
 
 from minigrad.optim import SGD, Adam
+from pets.data.block import CategoryBlock, DataBlock, DataLoader, DataLoaders, ImageBlock
+from pets.data.download import URLs, untar_data
+from pets.data.images import Resize, load_image, verify_images
+from pets.data.items import Categorize, RandomSplitter, RegexLabeller, get_image_files, using_attr
+from pets.data.show import show_images
 
-__all__ = ['torch', 'nn', 'F', 'tensor', 'Adam', 'SGD']
+__all__ = [
+    'torch', 'nn', 'F', 'tensor',
+    'Adam', 'SGD',
+    'URLs', 'untar_data',
+    'get_image_files', 'RegexLabeller', 'using_attr', 'RandomSplitter', 'Categorize',
+    'load_image', 'verify_images', 'Resize',
+    'DataBlock', 'ImageBlock', 'CategoryBlock', 'DataLoader', 'DataLoaders', 'show_images',
+]

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from pets.download import DownloadError, URLs, untar_data
+from pets.data.download import DownloadError, URLs, untar_data
 
 
 def make_archive(members):
@@ -137,7 +137,7 @@ def test_embedded_sample_works_offline(tmp_path, monkeypatch):
 
 
 def test_the_pets_archive_is_known_with_its_checksum():
-    from pets.download import KNOWN_ARCHIVES
+    from pets.data.download import KNOWN_ARCHIVES
     archive = KNOWN_ARCHIVES[URLs.PETS]
     assert (archive.name, archive.size, archive.md5) == ('oxford-iiit-pet', 811_706_944,
                                                          'e4db5c768afd933bb91f5f594d7417a4')

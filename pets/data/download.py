@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-SAMPLE_FOLDER = Path(__file__).parent / 'sample_data' / 'oxford-pets-sample'
+SAMPLE_FOLDER = Path(__file__).parent / 'sample' / 'oxford-pets-sample'
 
 
 class URLs:

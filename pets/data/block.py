@@ -1,0 +1,314 @@
+"""DataBlock -> datasets -> DataLoaders: from a folder of images to batches on the GPU.
+
+    pets = DataBlock(blocks=(ImageBlock, CategoryBlock),
+                     get_items=get_image_files,
+                     splitter=RandomSplitter(seed=42),
+                     get_y=using_attr(RegexLabeller(r'(.+)_\\d+.jpg$'), 'name'),
+                     item_tfms=Resize(460),
+                     batch_tfms=aug_transforms(size=224, min_scale=0.75))
+    dls = pets.dataloaders(path/'images')
+
+The work is split where the chapter splits it. In worker processes, per item: decode, presize (item_tfms),
+and hand over a uint8 tensor. In the main process, per batch: move to the device, then the batch
+transforms there (converting to float), e.g. one augmentation warp of the whole batch on the GPU.
+
+Randomness is reproducible and independent of the number of workers: each epoch, the loader's own
+generator draws the order and one seed per item, and every item's random crop is drawn from its seed.
+"""
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from pets.data.images import ImageFailure, ImageLoadError, image_to_tensor, load_image
+from pets.data.items import Categorize
+
+
+class ImageBlock:
+    """The input is an image file: decoded to RGB, presized by the item transforms, a uint8 (3, H, W) tensor."""
+
+
+class CategoryBlock:
+    """The target is one label per item, encoded to a class index by a sorted vocabulary."""
+
+
+class UnreadableImageWarning(UserWarning):
+    """An image file that could not be decoded was left out of its batch."""
+
+
+class ItemDataset(torch.utils.data.Dataset):
+    """Items (file paths) with their class indices; an item becomes (uint8 image tensor, class index).
+
+    Indexing takes (index, seed): the seed feeds the random parts of the item transforms. A file that
+    fails to decode gives an ImageFailure instead of raising, so that one bad file costs one item, not
+    the epoch; the loader leaves it out and reports it.
+    """
+
+    def __init__(self, items, targets, vocab, item_tfms=(), train=False):
+        self.items, self.targets, self.vocab = list(items), targets, vocab
+        self.item_tfms, self.train = list(item_tfms), train
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, 0)
+        path = self.items[index]
+        try:
+            image = self.load(path, seed)
+        except ImageLoadError as error:
+            return ImageFailure(Path(path), str(error))
+        return image if self.targets is None else (image, self.targets[index])
+
+    def load(self, path, seed=0):
+        """Decodes one file and applies the item transforms: a uint8 (3, H, W) tensor."""
+        drafts = [tfm.draft_size for tfm in self.item_tfms if hasattr(tfm, 'draft_size')]
+        image = load_image(path, draft=drafts[0] if len(drafts) == 1 else None)
+        generator = torch.Generator().manual_seed(seed)
+        for tfm in self.item_tfms:
+            image = tfm(image, train=self.train, generator=generator)
+        return image_to_tensor(image)
+
+    def label(self, index):
+        return self.vocab[self.targets[index]]
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields (index, seed) for each item of an epoch: shuffled or in order, one fresh seed per item."""
+
+    def __init__(self, n_items, shuffle, generator):
+        self.n_items, self.shuffle, self.generator = n_items, shuffle, generator
+
+    def __len__(self):
+        return self.n_items
+
+    def __iter__(self):
+        order = torch.randperm(self.n_items, generator=self.generator) if self.shuffle else torch.arange(self.n_items)
+        seeds = torch.randint(0, 2**62, (self.n_items,), generator=self.generator)
+        return iter(zip(order.tolist(), seeds.tolist()))
+
+
+def collate(samples):
+    """Stacks the good samples into (images, labels); returns the failures beside them."""
+    failures = [s for s in samples if isinstance(s, ImageFailure)]
+    good = [s for s in samples if not isinstance(s, ImageFailure)]
+    if not good:
+        return None, None, failures
+    if not isinstance(good[0], tuple):
+        return _stack_images([s for s in good]), None, failures
+    return _stack_images([s[0] for s in good]), torch.tensor([s[1] for s in good]), failures
+
+
+def _stack_images(images):
+    shapes = {tuple(image.shape) for image in images}
+    if len(shapes) > 1:
+        raise RuntimeError(f"cannot collate images of different sizes into a batch: {sorted(shapes)}. Add an "
+                           f"item transform that gives every image the same size, e.g. item_tfms=Resize(460)")
+    return torch.stack(images)
+
+
+class DataLoader:
+    """Batches of one dataset: (images, labels) on the device, after the batch transforms.
+
+    Args:
+        dataset: an ItemDataset.
+        bs: the batch size.
+        shuffle: a new random order each epoch (training).
+        num_workers: processes decoding in parallel (0: decode in this process).
+        device: where batches go; batch transforms run there.
+        batch_tfms: callables tfm(x, train=bool) -> x applied to each batch, in order. The first receives
+            uint8 images; whatever is still uint8 at the end is converted to float in [0, 1].
+        generator: the torch.Generator that draws the order and the per-item seeds.
+        skipped: a dict shared by the loaders of one DataLoaders, file -> reason, so that each unreadable
+            file is reported once.
+    """
+
+    def __init__(self, dataset, bs=64, shuffle=False, num_workers=0, device=None, batch_tfms=(),
+                 generator=None, skipped=None, drop_last=None):
+        self.dataset, self.bs, self.shuffle = dataset, bs, shuffle
+        self.device = torch.device(device) if device is not None else default_device()
+        self.batch_tfms = list(batch_tfms)
+        self.generator = generator if generator is not None else _generator_from_global_rng()
+        self.skipped = skipped if skipped is not None else {}
+        # As fastai, training drops the last partial batch (a batch of 3 would make BatchNorm's statistics
+        # noise), but only when there is at least one full batch to keep.
+        self.drop_last = shuffle and len(dataset) >= bs if drop_last is None else drop_last
+        self._loader = torch.utils.data.DataLoader(
+            dataset, batch_size=bs, sampler=EpochSampler(len(dataset), shuffle, self.generator),
+            num_workers=num_workers, collate_fn=collate, drop_last=self.drop_last,
+            pin_memory=self.device.type == 'cuda', persistent_workers=num_workers > 0)
+
+    @property
+    def items(self):
+        return self.dataset.items
+
+    @property
+    def vocab(self):
+        return self.dataset.vocab
+
+    def __len__(self):
+        return len(self._loader)
+
+    def __iter__(self):
+        for images, labels, failures in self._loader:
+            self._report(failures)
+            if images is None:
+                continue
+            x = self.after_collate(images)
+            yield x if labels is None else (x, labels.to(self.device, non_blocking=True))
+
+    def after_collate(self, images):
+        """Moves a uint8 batch to the device and applies the batch transforms there."""
+        x = images.to(self.device, non_blocking=True)
+        for tfm in self.batch_tfms:
+            x = tfm(x, train=self.dataset.train)
+        return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+    def _report(self, failures):
+        for failure in failures:
+            if failure.path not in self.skipped:
+                self.skipped[failure.path] = failure.reason
+                warnings.warn(f"left out an unreadable image: {failure.reason}", UnreadableImageWarning,
+                              stacklevel=3)
+
+    def one_batch(self):
+        """The first batch of an epoch."""
+        for batch in self:
+            return batch
+        raise ValueError(f"this loader has no batch: {len(self.dataset)} items, batch size {self.bs}"
+                         f"{', the last partial batch dropped' if self.drop_last else ''}")
+
+    def show_batch(self, nrows=3, ncols=3, figsize=None, **kwargs):
+        """A matplotlib figure of the first images of a batch, each titled with its label."""
+        from pets.data.show import show_batch
+        return show_batch(self, nrows=nrows, ncols=ncols, figsize=figsize, **kwargs)
+
+
+class DataLoaders:
+    """The training and validation loaders of a data set, with its vocabulary.
+
+    dls.train / dls.valid are DataLoaders, dls.train_ds / dls.valid_ds their datasets (with .items, the
+    file paths of each split in order), dls.vocab the class names and dls.c their number.
+    """
+
+    def __init__(self, train, valid, path=None):
+        self.train, self.valid, self.path = train, valid, Path(path) if path is not None else Path('.')
+
+    def __getitem__(self, i):
+        return (self.train, self.valid)[i]
+
+    train_ds = property(lambda self: self.train.dataset)
+    valid_ds = property(lambda self: self.valid.dataset)
+    vocab = property(lambda self: self.train.vocab)
+    c = property(lambda self: len(self.vocab))
+    device = property(lambda self: self.train.device)
+    skipped = property(lambda self: self.train.skipped)
+
+    def one_batch(self):
+        return self.train.one_batch()
+
+    def show_batch(self, nrows=3, ncols=3, figsize=None, **kwargs):
+        return self.train.show_batch(nrows=nrows, ncols=ncols, figsize=figsize, **kwargs)
+
+    def test_dl(self, files, bs=None, num_workers=0):
+        """A loader over new files, transformed as the validation set (no labels: batches are images)."""
+        valid = self.valid_ds
+        dataset = ItemDataset(files, None, valid.vocab, valid.item_tfms, train=False)
+        return DataLoader(dataset, bs=bs or self.valid.bs, num_workers=num_workers, device=self.device,
+                          batch_tfms=self.valid.batch_tfms, skipped=self.skipped)
+
+
+def default_device():
+    """The GPU when there is one, else the CPU."""
+    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def default_num_workers():
+    """One decoding process per core (at most 8): decoding JPEGs is the loader's bottleneck."""
+    return min(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1, 8)
+
+
+def _generator_from_global_rng():
+    # No seed given: take one from torch's global generator, so that torch.manual_seed(...) before
+    # building the loaders makes them repeat, as in fastai.
+    return torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
+
+
+def _as_list(tfms):
+    if tfms is None:
+        return []
+    return list(tfms) if isinstance(tfms, (list, tuple)) else [tfms]
+
+
+class DataBlock:
+    """The recipe for a data set: what the input and target are, how to find, label and split the items,
+    and the item and batch transforms. See the module docstring for the chapter's example.
+
+    Args:
+        blocks: (ImageBlock, CategoryBlock): image files in, one label out.
+        get_items: source -> list of items (file paths), e.g. get_image_files.
+        splitter: items -> (train indices, valid indices), e.g. RandomSplitter(seed=42).
+        get_y: item -> label, e.g. using_attr(RegexLabeller(pattern), 'name').
+        get_x: item -> file path (default: the item itself).
+        item_tfms: a transform or list, applied to each decoded image in the workers, e.g. Resize(460).
+        batch_tfms: a transform or list, applied to each batch on the device, e.g. aug_transforms(...).
+    """
+
+    def __init__(self, blocks=(ImageBlock, CategoryBlock), get_items=None, splitter=None, get_y=None,
+                 get_x=None, item_tfms=None, batch_tfms=None):
+        if tuple(blocks) != (ImageBlock, CategoryBlock):
+            raise ValueError(f"blocks={blocks}: this DataBlock builds image classifiers, "
+                             f"blocks=(ImageBlock, CategoryBlock)")
+        if get_items is None or get_y is None:
+            raise ValueError("DataBlock needs get_items (e.g. get_image_files) and get_y (e.g. "
+                             "using_attr(RegexLabeller(pattern), 'name'))")
+        self.blocks, self.get_items, self.get_y, self.get_x = blocks, get_items, get_y, get_x
+        if splitter is None:
+            from pets.data.items import RandomSplitter
+            splitter = RandomSplitter(seed=None)
+        self.splitter = splitter
+        self.item_tfms, self.batch_tfms = _as_list(item_tfms), _as_list(batch_tfms)
+
+    def datasets(self, source):
+        """The training and validation ItemDatasets of source, labelled, with a shared vocabulary."""
+        items = list(self.get_items(source))
+        if not items:
+            raise ValueError(f"get_items found no items in {source}: is it the folder that holds the images?")
+        labels = [self.get_y(item) for item in items]
+        # The vocabulary comes from all labels (fastai uses the training split's): a class seen only in
+        # validation is then still a class, not a KeyError.
+        vocab = Categorize().setup(labels)
+        targets = [vocab.encode(label) for label in labels]
+        files = [self.get_x(item) if self.get_x else item for item in items]
+        train_idx, valid_idx = self.splitter(files)
+        return tuple(ItemDataset([files[i] for i in idx], [targets[i] for i in idx], vocab.vocab,
+                                 self.item_tfms, train=train)
+                     for idx, train in ((train_idx, True), (valid_idx, False)))
+
+    def dataloaders(self, source, bs=64, num_workers=None, device=None, seed=None, val_bs=None, path='.'):
+        """DataLoaders over source: shuffled training batches, ordered validation batches.
+
+        Args:
+            source: what get_items takes, e.g. path/'images'.
+            bs: the batch size (val_bs, if given, for validation).
+            num_workers: decoding processes (default: one per core, at most 8; 0 decodes here).
+            device: where batches go (default: the GPU if there is one).
+            seed: seeds the loaders' order and augmentation (default: drawn from torch's global RNG).
+            path: where a learner on these loaders saves models (fastai's default: '.').
+        """
+        train_ds, valid_ds = self.datasets(source)
+        num_workers = default_num_workers() if num_workers is None else num_workers
+        seed = seed if seed is not None else int(torch.randint(0, 2**62, ()))
+        skipped = {}
+        common = dict(num_workers=num_workers, device=device, batch_tfms=self.batch_tfms, skipped=skipped)
+        # One generator each, so that iterating the validation set never shifts the training order.
+        train = DataLoader(train_ds, bs=bs, shuffle=True, generator=torch.Generator().manual_seed(seed), **common)
+        valid = DataLoader(valid_ds, bs=val_bs or bs, shuffle=False,
+                           generator=torch.Generator().manual_seed(seed + 1), **common)
+        return DataLoaders(train, valid, path=path)
+
+    def summary(self, source, bs=4):
+        """Prints how one sample and one batch are built, step by step; stops at the step that fails."""
+        from pets.data.summary import summary
+        return summary(self, source, bs=bs)

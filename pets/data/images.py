@@ -1,0 +1,174 @@
+"""Images: decode any file to 3-channel RGB, check a folder of them, and presize each one (Resize).
+
+Presizing is step one of the chapter's two: every image is cropped to a square covering its full width
+or height (a random one on the training set, the centre on the validation set) and resized to a size
+well above the training size, e.g. 460. That gives the batch augmentation (pets.augment) room to rotate
+and zoom without empty corners, and one size, so that images can be stacked into a batch.
+
+Two things make it fast: JPEG draft mode (libjpeg decodes at 1/2, 1/4 or 1/8 scale when the image is at
+least twice the size we need, skipping most of the work), and a single resample of the crop box straight
+to the output size. Images leave as uint8 tensors, a quarter of the bytes of floats.
+"""
+import contextlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+
+
+class ImageLoadError(Exception):
+    """An image that cannot be decoded; the message names the file and the reason."""
+
+
+@contextlib.contextmanager
+def _allow_truncated():
+    # Pillow has only a module-wide switch for this; it is set for one decode and put back.
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def load_image(path, draft=None):
+    """Decodes an image file to an RGB PIL image, whatever its format, mode or orientation.
+
+    - the format comes from the file's content, so a PNG or GIF named .jpg loads;
+    - EXIF orientation is applied, so a phone photo stands the right way up;
+    - greyscale, palette, RGBA (alpha dropped), CMYK and 16-bit images become 8-bit RGB;
+    - a truncated JPEG loads what it has (the missing rows grey), as browsers show it.
+
+    Args:
+        path: the image file.
+        draft: optional callable (width, height) -> (min_width, min_height), the smallest decoded size the
+            caller needs; a JPEG is then decoded at the largest reduction (1/2, 1/4, 1/8) that keeps it.
+
+    Raises:
+        ImageLoadError naming the file and the reason (unreadable, not an image, too large, empty...).
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            if draft is not None and image.format == 'JPEG':
+                image.draft('RGB', draft(*image.size))
+            try:
+                image.load()
+            except OSError as error:
+                if 'truncated' not in str(error):
+                    raise
+                with _allow_truncated():
+                    image.load()
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageLoadError(f"{path}: {type(error).__name__}: {error}") from None
+
+
+def _to_rgb(image):
+    if image.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+        # 16-bit greyscale: keep the top 8 bits (convert('RGB') would clip everything above 255 to white).
+        pixels = np.asarray(image, dtype=np.uint32) >> 8
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode='L')
+    elif image.mode == 'F':
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), mode='L')
+    elif image.mode == 'P' and 'transparency' in image.info:
+        image = image.convert('RGBA')  # palette transparency must go through RGBA to convert cleanly
+    return image if image.mode == 'RGB' else image.convert('RGB')
+
+
+@dataclass(frozen=True)
+class ImageFailure:
+    """A file that is not a readable image, and why."""
+    path: Path
+    reason: str
+
+    def __str__(self):
+        return self.reason
+
+
+def verify_images(files):
+    """Decodes every file; returns an ImageFailure for each one that fails (empty when all are fine)."""
+    failures = []
+    for path in files:
+        try:
+            load_image(path)
+        except ImageLoadError as error:
+            failures.append(ImageFailure(Path(path), str(error)))
+    return failures
+
+
+def image_to_tensor(image):
+    """A PIL RGB image as a uint8 tensor of shape (3, height, width)."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+class Resize:
+    """Resize(size, method='crop'|'pad'|'squish'): the presizing item transform.
+
+        crop    a box of the output's aspect ratio covering the image's full width or height (so a square,
+                for a square size), at a random position when training and in the centre when validating,
+                resampled to size in one step;
+        pad     the whole image shrunk to fit inside size, the rest padded ('reflection' or 'zeros');
+        squish  the whole image resampled to size, its aspect ratio not kept.
+
+    Args:
+        size: an int (a square) or (height, width).
+        method: 'crop', 'pad' or 'squish'.
+        pad_mode: for 'pad': 'reflection' (fastai's default) or 'zeros'.
+    """
+
+    METHODS = ('crop', 'pad', 'squish')
+
+    def __init__(self, size, method='crop', pad_mode='reflection'):
+        if method not in self.METHODS:
+            raise ValueError(f"Resize method={method!r} is not one of {self.METHODS}")
+        if pad_mode not in ('reflection', 'zeros'):
+            raise ValueError(f"Resize pad_mode={pad_mode!r} is not 'reflection' or 'zeros'")
+        self.height, self.width = (size, size) if isinstance(size, int) else tuple(size)
+        self.method, self.pad_mode = method, pad_mode
+
+    def __repr__(self):
+        size = self.height if self.height == self.width else (self.height, self.width)
+        return f"Resize({size}, method={self.method!r})"
+
+    def draft_size(self, width, height):
+        """The smallest decoded (width, height) from which this transform loses nothing."""
+        if self.method == 'crop':
+            box_width, box_height = self._crop_box_size(width, height)
+            scale = max(self.width / box_width, self.height / box_height)
+        elif self.method == 'pad':
+            scale = min(self.width / width, self.height / height)
+        else:
+            scale = max(self.width / width, self.height / height)
+        return math.ceil(width * scale), math.ceil(height * scale)
+
+    def _crop_box_size(self, width, height):
+        aspect = self.width / self.height
+        return (height * aspect, height) if width / height > aspect else (width, width / aspect)
+
+    def __call__(self, image, train=False, generator=None):
+        """Resizes a PIL image; `train` picks a random crop position drawn from `generator`."""
+        size = (self.width, self.height)
+        if self.method == 'squish':
+            return image.resize(size, Image.BILINEAR)
+        if self.method == 'pad':
+            return self._pad(image)
+        width, height = image.size
+        box_width, box_height = self._crop_box_size(width, height)
+        where = torch.rand(2, generator=generator).tolist() if train else [0.5, 0.5]
+        left, top = where[0] * (width - box_width), where[1] * (height - box_height)
+        return image.resize(size, Image.BILINEAR, box=(left, top, left + box_width, top + box_height))
+
+    def _pad(self, image):
+        width, height = image.size
+        scale = min(self.width / width, self.height / height)
+        fitted = (max(1, round(width * scale)), max(1, round(height * scale)))
+        pixels = np.asarray(image.resize(fitted, Image.BILINEAR))
+        top, left = (self.height - fitted[1]) // 2, (self.width - fitted[0]) // 2
+        padding = ((top, self.height - fitted[1] - top), (left, self.width - fitted[0] - left), (0, 0))
+        mode = 'reflect' if self.pad_mode == 'reflection' and min(fitted) > 1 else 'constant'
+        return Image.fromarray(np.pad(pixels, padding, mode=mode))
