@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from pets.data.images import ImageFailure, ImageLoadError, image_to_tensor, load_image
+from pets.data.images import ImageFailure, ImageLoadError, read_image
 from pets.data.items import Categorize
 
 
@@ -64,11 +64,11 @@ class ItemDataset(torch.utils.data.Dataset):
     def load(self, path, seed=0):
         """Decodes one file and applies the item transforms: a uint8 (3, H, W) tensor."""
         drafts = [tfm.draft_size for tfm in self.item_tfms if hasattr(tfm, 'draft_size')]
-        image = load_image(path, draft=drafts[0] if len(drafts) == 1 else None)
+        x = read_image(path, draft=drafts[0] if len(drafts) == 1 else None)
         generator = torch.Generator().manual_seed(seed)
         for tfm in self.item_tfms:
-            image = tfm(image, train=self.train, generator=generator)
-        return image_to_tensor(image)
+            x = tfm(x, train=self.train, generator=generator)
+        return x
 
     def label(self, index):
         return self.vocab[self.targets[index]]
@@ -251,7 +251,8 @@ class DataBlock:
         splitter: items -> (train indices, valid indices), e.g. RandomSplitter(seed=42).
         get_y: item -> label, e.g. using_attr(RegexLabeller(pattern), 'name').
         get_x: item -> file path (default: the item itself).
-        item_tfms: a transform or list, applied to each decoded image in the workers, e.g. Resize(460).
+        item_tfms: a transform or list, applied to each decoded image in the workers, e.g. Resize(460):
+            tfm(x, train=bool, generator=torch.Generator) -> x, on uint8 (3, H, W) tensors.
         batch_tfms: a transform or list, applied to each batch on the device, e.g. aug_transforms(...).
     """
 

@@ -64,15 +64,15 @@ def summary(block, source, bs=4):
 
     first = [items[i] for i in train_idx[:bs]] or items[:bs]
     print("\nBuilding one sample")
-    print("  Pipeline: load_image" + ''.join(f" -> {tfm!r}" for tfm in block.item_tfms) + " -> image_to_tensor")
+    print("  Pipeline: load_image -> image_to_tensor" + ''.join(f" -> {tfm!r}" for tfm in block.item_tfms))
     print(f"    starting from\n      {first[0]}")
     generator = torch.Generator().manual_seed(0)
     x = _apply("load_image", lambda p: load_image(block.get_x(p) if block.get_x else p), first[0],
                "the file is not a readable image: remove it (verify_images lists them all)")
+    x = _apply("image_to_tensor", image_to_tensor, x, "")
     for tfm in block.item_tfms:
         x = _apply(repr(tfm), lambda image: tfm(image, train=True, generator=generator), x,
-                   "check this item transform's arguments")
-    x = _apply("image_to_tensor", image_to_tensor, x, "item transforms must return a PIL image")
+                   "check this item transform's arguments; item transforms take and return uint8 (3, H, W) tensors")
     print(f"  Pipeline: {_name(block.get_y)} -> Categorize")
     print(f"    starting from\n      {first[0]}")
     label = _apply(repr(block.get_y), block.get_y, first[0], "make get_y's pattern match this file name")
@@ -82,10 +82,10 @@ def summary(block, source, bs=4):
     print(f"\nBuilding one batch of {len(first)}")
     samples = [(x, y)]
     for item in first[1:]:
-        image = load_image(block.get_x(item) if block.get_x else item)
+        image = image_to_tensor(load_image(block.get_x(item) if block.get_x else item))
         for tfm in block.item_tfms:
             image = tfm(image, train=True, generator=generator)
-        samples.append((image_to_tensor(image), vocab.encode(block.get_y(item))))
+        samples.append((image, vocab.encode(block.get_y(item))))
     print("  Collating items in a batch")
     images = _apply("stack", _stack_images, [s[0] for s in samples],
                     "give every image the same size with an item transform, e.g. item_tfms=Resize(460)")
