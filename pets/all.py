@@ -1,7 +1,11 @@
 """The front door for the chapter's code: `from pets.all import *`. Names only, no logic.
 
-Like fastai.vision.all, it also brings torch, nn, F and tensor, which the chapter's snippets use directly.
+Like fastai.vision.all, it also brings re, Path, torch, nn, F and tensor, which the chapter's snippets use
+directly.
 """
+import re
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -10,15 +14,15 @@ from torch import tensor
 from minigrad.optim import SGD, Adam
 from pets.data.block import CategoryBlock, DataBlock, DataLoader, DataLoaders, ImageBlock
 from pets.data.download import URLs, untar_data
-from pets.data.images import Resize, load_image, verify_images
+from pets.data.images import Resize, load_image, read_image, verify_images
 from pets.data.items import Categorize, RandomSplitter, RegexLabeller, get_image_files, using_attr
 from pets.data.show import show_images
 
 __all__ = [
-    'torch', 'nn', 'F', 'tensor',
+    're', 'Path', 'torch', 'nn', 'F', 'tensor',
     'Adam', 'SGD',
     'URLs', 'untar_data',
     'get_image_files', 'RegexLabeller', 'using_attr', 'RandomSplitter', 'Categorize',
-    'load_image', 'verify_images', 'Resize',
+    'load_image', 'read_image', 'verify_images', 'Resize',
     'DataBlock', 'ImageBlock', 'CategoryBlock', 'DataLoader', 'DataLoaders', 'show_images',
 ]

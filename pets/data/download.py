@@ -26,6 +26,26 @@ from tqdm.auto import tqdm
 SAMPLE_FOLDER = Path(__file__).parent / 'sample' / 'oxford-pets-sample'
 
 
+class ItemList(list):
+    """A list that prints as fastai's L does: its length, then its first ten items."""
+
+    def __repr__(self):
+        shown = ', '.join(repr(x) for x in self[:10])
+        return f"(#{len(self)}) [{shown}{', ...' if len(self) > 10 else ''}]"
+
+
+class DataPath(type(Path())):
+    """A Path with .ls(), the folder listing the chapter calls: (path/'images').ls().
+
+    fastai adds ls() to every pathlib.Path by patching the class; a subclass gives it to the paths that
+    untar_data returns (and everything built from them with /) without touching pathlib.
+    """
+
+    def ls(self):
+        """The folder's entries, sorted, as an ItemList."""
+        return ItemList(sorted(self.iterdir()))
+
+
 class URLs:
     """The data sets of the chapter, by URL (fastai's names)."""
     PETS = 'https://s3.amazonaws.com/fast-ai-imageclas/oxford-iiit-pet.tgz'
@@ -64,7 +84,7 @@ def untar_data(url, data=None, md5=None, size=None, force_download=False, retrie
         force_download: download and unpack again even if the folder exists.
         retries: how many times a dropped connection is resumed before giving up.
     """
-    data = Path(data) if data is not None else data_folder()
+    data = DataPath(data if data is not None else data_folder())
     if url == URLs.PETS_SAMPLE:
         return _copy_sample(data / SAMPLE_FOLDER.name, force_download)
     known = KNOWN_ARCHIVES.get(url)
