@@ -46,7 +46,7 @@ def test_image_to_tensor_is_uint8_channels_first():
     x = image_to_tensor(image)
     assert x.dtype == torch.uint8 and x.shape == (3, 3, 5) and x.permute(1, 2, 0).is_contiguous()  # channels last
 
-    assert torch.equal(x.permute(1, 2, 0), torch.from_numpy(np.asarray(image)))
+    assert torch.equal(x.permute(1, 2, 0), torch.from_numpy(np.array(image)))
 
 
 def test_read_image_gives_load_images_pixels_as_a_tensor(odd_images, pet_folder):
