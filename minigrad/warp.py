@@ -1,0 +1,344 @@
+"""Sampling and homographies: move an image through any projective map with ONE interpolation.
+
+Read top to bottom: normalised coordinates -> padding (what to read outside the image) -> grid_sample
+(nearest and bilinear, from gathers) -> warp (a 3x3 matrix per image, perspective divide, antialiasing) ->
+the matrix builders (flip, rotation, zoom, random-resized crop, perspective) that augmentations compose.
+
+Coordinates are normalised as torch's: x is the column, y the row, both in [-1, 1] across the image.
+With align_corners=True, -1 and 1 are the centres of the corner pixels; with False, their outer edges.
+"""
+import math
+
+import torch
+
+
+def unnormalize(coordinate, size, align_corners):
+    """The pixel position of a normalised coordinate along an axis of `size` pixels.
+
+        align_corners=True:   p = (c + 1) / 2 * (size - 1)        (-1 -> 0, 1 -> size - 1)
+        align_corners=False:  p = ((c + 1) * size - 1) / 2         (-1 -> -0.5, 1 -> size - 0.5)
+    Derivative: dp/dc = (size - 1) / 2, or size / 2.
+    """
+    if align_corners:
+        return (coordinate + 1) / 2 * (size - 1)
+    return ((coordinate + 1) * size - 1) / 2
+
+
+def reflect(p, low, high):
+    """p folded back into [low, high] by mirroring at both ends, as many times as it takes.
+
+    With span = high - low and d = |p - low|: f = d mod span, and the result is low + f after an even
+    number of whole spans, high - f after an odd one. Derivative: +-1 (the sign flips with each mirror).
+    """
+    span = high - low
+    if span <= 0:
+        return p * 0  # a one-pixel axis: always 0, with gradient 0 (as torch), p kept in the graph
+    d = (p - low).abs()
+    flips = torch.floor(d / span)
+    extra = torch.fmod(d, span)
+    return torch.where(flips % 2 == 0, low + extra, high - extra)
+
+
+def pad_coordinates(p, size, padding_mode, align_corners):
+    """Where a pixel position outside [0, size - 1] reads from: 'border' clamps it to the edge,
+    'reflection' mirrors it (about the edge pixels' centres with align_corners, their outer edges
+    without) and then clamps; 'zeros' leaves it, and grid_sample masks the taps that fall outside."""
+    if padding_mode == 'border':
+        return p.clamp(0, size - 1)
+    if padding_mode == 'reflection':
+        p = reflect(p, 0, size - 1) if align_corners else reflect(p, -0.5, size - 0.5)
+        return p.clamp(0, size - 1)
+    return p
+
+
+def _gather_taps(flat, xs, ys, width, height, masked):
+    """input values at integer pixels (xs, ys), each (N, Ho, Wo); 0 where masked and outside the image.
+
+    flat is the input as (N, C, H*W); one gather per tap reads all channels at once.
+    """
+    n, c = flat.shape[:2]
+    inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
+    index = (ys.clamp(0, height - 1) * width + xs.clamp(0, width - 1)).reshape(n, 1, -1)
+    values = flat.gather(2, index.expand(n, c, index.shape[-1])).reshape(n, c, *xs.shape[1:])
+    if masked:
+        values = values * inside.unsqueeze(1)
+    return values
+
+
+def grid_sample(input, grid, mode='bilinear', padding_mode='zeros', align_corners=False):
+    """output[n, c, i, j] = input[n, c] read at grid[n, i, j] = (x, y), normalised.
+
+    The same results as torch.nn.functional.grid_sample on 4-D input, written with gathers. With pixel
+    position (px, py) = unnormalize(x, y), x0 = floor(px), fx = px - x0 (and likewise for y):
+        nearest:   input[round(py), round(px)]       (round half to even, as torch)
+        bilinear:  (1-fy)(1-fx) I[y0, x0] + (1-fy) fx I[y0, x0+1] + fy (1-fx) I[y0+1, x0] + fy fx I[y0+1, x0+1]
+    Taps outside the image read 0 ('zeros'), or come from the padded position ('border', 'reflection').
+    Gradients come from autograd through these ops: to the input, each tap's weight scattered back to its
+    pixel (d out / d I[y0, x0] = (1-fy)(1-fx), ...); to the grid, d out / d px = (1-fy)(I[y0, x0+1] - I[y0, x0])
+    + fy (I[y0+1, x0+1] - I[y0+1, x0]), times d px / d x from unnormalize and the padding.
+
+    Args:
+        input: (N, C, H, W).
+        grid: (N, Ho, Wo, 2) normalised (x, y) sampling positions.
+        mode: 'bilinear' | 'nearest'.
+        padding_mode: 'zeros' | 'border' | 'reflection'.
+        align_corners: see the module docstring.
+    Returns:
+        (N, C, Ho, Wo), input's dtype.
+    """
+    if mode not in ('bilinear', 'nearest'):
+        raise ValueError(f"mode={mode!r} is not 'bilinear' or 'nearest'")
+    if padding_mode not in ('zeros', 'border', 'reflection'):
+        raise ValueError(f"padding_mode={padding_mode!r} is not 'zeros', 'border' or 'reflection'")
+    if input.dim() != 4 or grid.dim() != 4 or grid.shape[-1] != 2 or grid.shape[0] != input.shape[0]:
+        raise ValueError(f"grid_sample needs input (N, C, H, W) and grid (N, Ho, Wo, 2) with the same N; got "
+                         f"{tuple(input.shape)} and {tuple(grid.shape)}")
+    height, width = input.shape[2:]
+    # Coordinates in float32 at least: in float16 a position near pixel 400 would be off by a quarter pixel.
+    grid = grid.to(torch.promote_types(grid.dtype, torch.float32))
+    px = unnormalize(grid[..., 0], width, align_corners)
+    py = unnormalize(grid[..., 1], height, align_corners)
+    return sample_pixels(input, px, py, mode, padding_mode, align_corners)
+
+
+def sample_pixels(input, px, py, mode='bilinear', padding_mode='zeros', align_corners=False):
+    """grid_sample's work after unnormalize: input (N, C, H, W) read at pixel positions px, py (N, Ho, Wo)."""
+    height, width = input.shape[2:]
+    px = pad_coordinates(px, width, padding_mode, align_corners)
+    py = pad_coordinates(py, height, padding_mode, align_corners)
+    flat = input.reshape(*input.shape[:2], height * width)
+    masked = padding_mode == 'zeros'
+    if mode == 'nearest':
+        return _gather_taps(flat, torch.round(px).long(), torch.round(py).long(), width, height, masked)
+    x0, y0 = torch.floor(px), torch.floor(py)
+    fx, fy = (px - x0).unsqueeze(1).to(input.dtype), (py - y0).unsqueeze(1).to(input.dtype)
+    x0, y0 = x0.long(), y0.long()
+    top = _gather_taps(flat, x0, y0, width, height, masked) * (1 - fx) \
+        + _gather_taps(flat, x0 + 1, y0, width, height, masked) * fx
+    bottom = _gather_taps(flat, x0, y0 + 1, width, height, masked) * (1 - fx) \
+        + _gather_taps(flat, x0 + 1, y0 + 1, width, height, masked) * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def output_coordinates(size, align_corners, device=None, dtype=torch.float32):
+    """The normalised coordinates of the centres of `size` output pixels along one axis (a single pixel
+    sits in the middle, 0, as in torch's affine_grid)."""
+    if size == 1:
+        return torch.zeros(1, device=device, dtype=dtype)
+    if align_corners:
+        return torch.linspace(-1, 1, size, device=device, dtype=dtype)
+    return (torch.arange(size, device=device, dtype=dtype) * 2 + 1) / size - 1
+
+
+def transform_grid(matrices, height, width, align_corners, offset=(0.0, 0.0)):
+    """The sampling grid (N, H, W, 2) of output->input homographies `matrices` (N, 3, 3).
+
+    Each output pixel's homogeneous (x, y, 1) is mapped to (u, v, w) = M (x, y, 1), and reads the input at
+    (u / w, v / w): the perspective divide (w = 1 for an affine M). `offset` shifts the output positions by
+    a fraction of an output pixel, for supersampling.
+    """
+    dtype = torch.promote_types(matrices.dtype, torch.float32)
+    xs = output_coordinates(width, align_corners, matrices.device, dtype)
+    ys = output_coordinates(height, align_corners, matrices.device, dtype)
+    step_x = (xs[1] - xs[0]) if width > 1 else torch.tensor(2.0 / width, dtype=dtype)
+    step_y = (ys[1] - ys[0]) if height > 1 else torch.tensor(2.0 / height, dtype=dtype)
+    xs, ys = xs + offset[0] * step_x, ys + offset[1] * step_y
+    points = torch.stack([xs.expand(height, width), ys[:, None].expand(height, width),
+                          torch.ones(height, width, dtype=dtype, device=matrices.device)], dim=-1)
+    mapped = points.reshape(1, -1, 3) @ matrices.to(dtype).transpose(1, 2)  # (N, H*W, 3)
+    return (mapped[..., :2] / mapped[..., 2:]).reshape(-1, height, width, 2)
+
+
+def _input_pixels(matrices, input_size, output_size, align_corners, offset, dtype):
+    """Input pixel positions (px, py), each (N, Ho, Wo), that the output pixels read through `matrices`.
+
+    Computed in float64 and snapped to the nearest integer when within 1e-6 pixel of it: a map that sends
+    pixels onto pixels (the identity, flips, quarter turns) then copies them exactly, instead of mixing in
+    1e-7 of a neighbour through float32 rounding of cos(90 degrees) or of (c + 1) / 2 * (W - 1).
+    """
+    grid = transform_grid(matrices.double(), *output_size, align_corners, offset)
+    (height, width), pixels = input_size, []
+    for coordinate, size in ((grid[..., 0], width), (grid[..., 1], height)):
+        p = unnormalize(coordinate, size, align_corners)
+        nearest = p.round()
+        pixels.append(torch.where((p - nearest).abs() < 1e-6, nearest, p).to(dtype))
+    return pixels
+
+
+def input_pixels_per_output_pixel(matrices, input_size, output_size, align_corners=True):
+    """The largest local scale of each image's mapping: how many input pixels one output pixel spans.
+
+    Measured on a coarse 9x9 grid of output positions from the mapping's finite differences, so it follows
+    the changing scale of a perspective warp. Returns a (N,) tensor.
+    """
+    (in_h, in_w), (out_h, out_w) = input_size, output_size
+    grid = transform_grid(matrices, 9, 9, align_corners=True)  # normalised input coords at 9x9 outputs
+    to_pixels = torch.tensor([in_w / 2, in_h / 2], dtype=grid.dtype, device=grid.device)
+    along_x = ((grid[:, :, 1:] - grid[:, :, :-1]) * to_pixels).norm(dim=-1) / (out_w / 8)  # 8 steps span the
+    along_y = ((grid[:, 1:] - grid[:, :-1]) * to_pixels).norm(dim=-1) / (out_h / 8)        # output's width
+    return torch.maximum(along_x.amax(dim=(1, 2)), along_y.amax(dim=(1, 2)))
+
+
+def supersampling_taps(scale):
+    """k, the taps per axis that antialiasing takes for a local scale (input pixels per output pixel).
+
+    A bilinear tap already averages over a tent two input pixels wide, so one tap per output pixel is
+    enough up to a scale of about 2 (460 -> 224: plain bilinear is near ideal there); beyond, k taps per
+    axis, spaced scale / k apart, keep each tap's tent at most ~2 pixels from the next: k = ceil(scale / 2),
+    with 10% slack so that 2.05x still takes one.
+    """
+    return max(1, math.ceil(scale / 2.2))
+
+
+def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', align_corners=True, antialias=True):
+    """out = input read through the output->input homographies `matrices`, resampled ONCE to `size`.
+
+    matrices (N, 3, 3) map OUTPUT normalised coordinates (x, y, 1) to INPUT normalised coordinates, with
+    the perspective divide (see transform_grid). For affine matrices and antialias=False this equals
+    F.affine_grid(matrices[:, :2], ...) followed by F.grid_sample.
+
+    Antialiasing happens inside the same pass: where an image's mapping shrinks it by more than ~2x,
+    each output pixel averages k x k samples of the mapping spread over its own footprint
+    (k = supersampling_taps(scale)), the exact average of the output pixel's area in the limit. Nothing
+    is resampled twice.
+
+    Args:
+        input: (N, C, H, W) floating point.
+        matrices: (N, 3, 3).
+        size: int or (height, width) of the output.
+        mode, padding_mode, align_corners: as grid_sample (fastai's defaults for augmentation here).
+        antialias: supersample where the mapping shrinks the image by more than ~2x.
+    """
+    out_h, out_w = (size, size) if isinstance(size, int) else tuple(size)
+    if matrices.shape != (input.shape[0], 3, 3):
+        raise ValueError(f"matrices must be (N, 3, 3) with N = {input.shape[0]}, got {tuple(matrices.shape)}")
+    taps = torch.ones(len(input), dtype=torch.long)
+    if antialias and mode == 'bilinear':
+        scale = input_pixels_per_output_pixel(matrices, input.shape[2:], (out_h, out_w))
+        taps = torch.tensor([supersampling_taps(s) for s in scale.tolist()])
+    output = None
+    for k in taps.unique().tolist():
+        chosen = (taps == k).nonzero().squeeze(1).to(input.device)
+        images, maps = input.index_select(0, chosen), matrices.index_select(0, chosen)
+        total = 0
+        for i in range(k):
+            for j in range(k):
+                offset = ((j + 0.5) / k - 0.5, (i + 0.5) / k - 0.5)
+                px, py = _input_pixels(maps, input.shape[2:], (out_h, out_w), align_corners, offset,
+                                       torch.promote_types(input.dtype, torch.float32))
+                total = total + sample_pixels(images, px, py, mode, padding_mode, align_corners)
+        part = total / (k * k) if k > 1 else total
+        if len(taps.unique()) == 1:
+            return part
+        if output is None:
+            output = input.new_empty(len(input), input.shape[1], out_h, out_w)
+        output = output.index_copy(0, chosen, part)
+    return output
+
+
+# --- matrix builders: each (N, 3, 3), output -> input normalised coordinates -------------------------
+
+def _identity(n, dtype=torch.float32, device=None):
+    return torch.eye(3, dtype=dtype, device=device).repeat(n, 1, 1)
+
+
+def flip_matrices(flips):
+    """Horizontal flip where flips[n] is True: x -> -x."""
+    m = _identity(len(flips), device=flips.device)
+    m[:, 0, 0] = 1 - 2 * flips.float()
+    return m
+
+
+def rotation_matrices(degrees, aspect=1.0):
+    """Rotation of the image by `degrees` about its centre: clockwise on screen (y points down), fastai's sign.
+
+    In pixel units the output->input map is the rotation [[c, -s], [s, c]] with c = cos(t), s = sin(t),
+    t = -degrees (the image turns one way, so the sampling positions turn the other). In normalised
+    coordinates of an image of aspect = width / height it becomes [[c, -s / aspect], [s * aspect, c]], so
+    that a non-square image rotates without shearing.
+    """
+    t = torch.deg2rad(-degrees.double())
+    c, s = torch.cos(t), torch.sin(t)
+    m = _identity(len(degrees), dtype=torch.float64, device=degrees.device)
+    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = c, -s / aspect, s * aspect, c
+    return m
+
+
+def zoom_matrices(scales, centres):
+    """Zoom in by `scales` (>= 1) about a point chosen by `centres` (N, 2) in [0, 1] (0.5: the middle).
+
+    Output -> input: p -> p / z + (1 - 1 / z) (2 c - 1): the window of width 2 / z slides from the left
+    edge (c = 0) to the right edge (c = 1), always inside the image.
+    """
+    inverse = 1 / scales.float()
+    m = _identity(len(scales), device=scales.device)
+    m[:, 0, 0] = m[:, 1, 1] = inverse
+    m[:, :2, 2] = (1 - inverse)[:, None] * (2 * centres.float() - 1)
+    return m
+
+
+def crop_matrices(widths, heights, centres):
+    """The output frame mapped onto the box of `widths` x `heights` (fractions of the input's width and
+    height) centred at `centres` (N, 2) in normalised coordinates: p -> (w x + cx, h y + cy)."""
+    m = _identity(len(widths), device=widths.device)
+    m[:, 0, 0], m[:, 1, 1] = widths.float(), heights.float()
+    m[:, :2, 2] = centres.float()
+    return m
+
+
+def random_resized_crop_matrices(n, min_scale=0.08, ratio=(3 / 4, 4 / 3), generator=None, device=None):
+    """Random crops as torchvision's RandomResizedCrop draws them, one per image.
+
+    Area fraction s ~ U(min_scale, 1) and aspect ratio r log-uniform in `ratio`, so the box is sqrt(s r)
+    of the width by sqrt(s / r) of the height; a box that does not fit is drawn again (10 tries, as
+    torchvision), then falls back to the largest centred box of ratio 1. Its centre is uniform over the
+    positions that keep the whole box inside the image: with no rotation or warp, nothing is sampled from
+    outside.
+    """
+    widths, heights = torch.ones(n), torch.ones(n)
+    todo = torch.ones(n, dtype=torch.bool)
+    for _ in range(10):
+        area = torch.empty(n).uniform_(min_scale, 1, generator=generator)
+        log_ratio = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+        w, h = (area * log_ratio.exp()).sqrt(), (area / log_ratio.exp()).sqrt()
+        fits = todo & (w <= 1) & (h <= 1)
+        widths[fits], heights[fits] = w[fits], h[fits]
+        todo &= ~fits
+    free = torch.stack([1 - widths, 1 - heights], dim=1)
+    centres = (torch.rand(n, 2, generator=generator) * 2 - 1) * free
+    return crop_matrices(widths, heights, centres).to(device)
+
+
+def homography_from_corners(sources, targets):
+    """The 3x3 homographies H with H (s, 1) ~ (t, 1) for four point pairs (N, 4, 2) each.
+
+    Writing H = [[a, b, c], [d, e, f], [g, h, 1]], each pair gives two linear equations in the 8 unknowns:
+        a x + b y + c - g x u - h y u = u,    d x + e y + f - g x v - h y v = v   for (x, y) -> (u, v),
+    solved as one batched 8x8 system.
+    """
+    x, y = sources[..., 0], sources[..., 1]
+    u, v = targets[..., 0], targets[..., 1]
+    zeros, ones = torch.zeros_like(x), torch.ones_like(x)
+    rows_u = torch.stack([x, y, ones, zeros, zeros, zeros, -x * u, -y * u], dim=-1)
+    rows_v = torch.stack([zeros, zeros, zeros, x, y, ones, -x * v, -y * v], dim=-1)
+    system = torch.cat([rows_u, rows_v], dim=1).double()
+    values = torch.cat([u, v], dim=1).double()
+    h = torch.linalg.solve(system, values)
+    return torch.cat([h, torch.ones_like(h[:, :1])], dim=1).reshape(-1, 3, 3).to(sources.dtype)
+
+
+CORNERS = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+
+
+def perspective_matrices(x_magnitudes, y_magnitudes):
+    """fastai's Warp: the output's corners read from input corners moved by the magnitudes.
+
+    With mx, my per image (fastai draws them uniform in [-max_warp, max_warp]), the corners
+    (-1,-1), (1,-1), (1,1), (-1,1) map to (-1-my, -1-mx), (1+my, -1+mx), (1-my, 1-mx), (-1+my, 1+mx):
+    a tilt of the image plane, left-right by mx and up-down by my.
+    """
+    mx, my = x_magnitudes.float(), y_magnitudes.float()
+    targets = torch.stack([torch.stack([-1 - my, -1 - mx], 1), torch.stack([1 + my, -1 + mx], 1),
+                           torch.stack([1 - my, 1 - mx], 1), torch.stack([-1 + my, 1 + mx], 1)], dim=1)
+    sources = CORNERS.to(mx.device).expand(len(mx), 4, 2)
+    return homography_from_corners(sources, targets)

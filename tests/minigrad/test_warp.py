@@ -1,0 +1,138 @@
+"""minigrad.warp against F.grid_sample / F.affine_grid, and the geometry of the matrix builders."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, strategies as st
+
+from minigrad import warp as W
+
+TOLERANCE = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-4, atol=1e-4)}
+
+
+@st.composite
+def sampling_problems(draw):
+    seed = draw(st.integers(0, 2**31 - 1))
+    gen = torch.Generator().manual_seed(seed)
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    ho, wo = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    spread = draw(st.sampled_from([0.9, 1.5, 4.0]))  # 4: far outside, to exercise repeated reflections
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    grid = (torch.rand(n, ho, wo, 2, generator=gen, dtype=torch.float64) * 2 - 1) * spread
+    return x, grid
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('mode', ['bilinear', 'nearest'])
+@pytest.mark.parametrize('padding_mode', ['zeros', 'border', 'reflection'])
+@pytest.mark.parametrize('align_corners', [True, False])
+@given(problem=sampling_problems())
+def test_grid_sample_matches_torch_values_and_gradients(dtype, mode, padding_mode, align_corners, problem):
+    x, grid = (t.to(dtype) for t in problem)
+    results = []
+    for sample in (W.grid_sample, F.grid_sample):
+        xi, gi = x.clone().requires_grad_(), grid.clone().requires_grad_(mode == 'bilinear')
+        out = sample(xi, gi, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+        upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
+        inputs = [xi, gi] if mode == 'bilinear' else [xi]
+        results.append((out.detach(), *torch.autograd.grad(out, inputs, upstream)))
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize('padding_mode', ['zeros', 'border', 'reflection'])
+def test_grid_sample_gradcheck(padding_mode):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 5, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    grid = ((torch.rand(1, 4, 3, 2, generator=gen, dtype=torch.float64) * 2 - 1) * 1.3).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, g: W.grid_sample(a, g, 'bilinear', padding_mode, False), (x, grid))
+
+
+@pytest.mark.parametrize('align_corners', [True, False])
+@given(seed=st.integers(0, 2**31 - 1), size=st.tuples(st.integers(1, 12), st.integers(1, 12)))
+def test_affine_warp_without_antialias_equals_affine_grid_and_grid_sample(align_corners, seed, size):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, 10, 14, generator=gen, dtype=torch.float64)
+    theta = torch.randn(2, 2, 3, generator=gen, dtype=torch.float64) * 0.7
+    matrices = torch.cat([theta, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand(2, 1, 3)], dim=1)
+    expected = F.grid_sample(x, F.affine_grid(theta, (2, 3, *size), align_corners=align_corners),
+                             mode='bilinear', padding_mode='reflection', align_corners=align_corners)
+    got = W.warp(x, matrices, size, align_corners=align_corners, antialias=False)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_identity_reproduces_the_input_exactly():
+    x = torch.rand(3, 3, 17, 17)
+    assert torch.equal(W.warp(x, torch.eye(3).repeat(3, 1, 1), 17), x)
+
+
+def test_two_flips_are_the_identity_and_one_flip_mirrors():
+    x = torch.rand(2, 3, 8, 8)
+    flip = W.flip_matrices(torch.tensor([True, True]))
+    assert torch.equal(W.warp(x, flip @ flip, 8), x)
+    assert torch.equal(W.warp(x, flip, 8), x.flip(-1))
+
+
+def test_a_90_degree_rotation_of_a_square_is_rot90():
+    x = torch.rand(2, 3, 9, 9)
+    out = W.warp(x, W.rotation_matrices(torch.tensor([90.0, -90.0])), 9)
+    assert torch.equal(out[0], torch.rot90(x[0], -1, dims=(1, 2)))  # clockwise on screen, as fastai
+    assert torch.equal(out[1], torch.rot90(x[1], 1, dims=(1, 2)))
+
+
+def test_perspective_maps_the_corners_where_asked():
+    gen = torch.Generator().manual_seed(0)
+    sources = W.CORNERS.expand(5, 4, 2)
+    targets = sources + torch.rand(5, 4, 2, generator=gen) * 0.4 - 0.2
+    h = W.homography_from_corners(sources, targets)
+    mapped = torch.cat([sources, torch.ones(5, 4, 1)], dim=-1) @ h.transpose(1, 2)
+    torch.testing.assert_close(mapped[..., :2] / mapped[..., 2:], targets, atol=1e-5, rtol=0)
+    fastai = W.perspective_matrices(torch.tensor([0.2]), torch.tensor([-0.1]))
+    corner = fastai @ torch.tensor([-1.0, -1.0, 1.0])
+    torch.testing.assert_close(corner[0, :2] / corner[0, 2], torch.tensor([-1 + 0.1, -1 - 0.2]))
+
+
+@given(seed=st.integers(0, 2**31 - 1), min_scale=st.floats(0.05, 1.0))
+def test_random_resized_crop_never_samples_outside_the_image(seed, min_scale):
+    matrices = W.random_resized_crop_matrices(16, min_scale, generator=torch.Generator().manual_seed(seed))
+    grid = W.transform_grid(matrices, 5, 5, align_corners=True)
+    assert grid.abs().max() <= 1 + 1e-6
+    areas = matrices[:, 0, 0] * matrices[:, 1, 1]
+    assert (areas >= min_scale - 1e-6).all() or (areas == 1).any()
+
+
+def test_zoom_keeps_the_window_inside_and_zooms():
+    matrices = W.zoom_matrices(torch.tensor([1.0, 2.0, 2.0]), torch.tensor([[0.5, 0.5], [0.0, 0.0], [1.0, 1.0]]))
+    grid = W.transform_grid(matrices, 3, 3, align_corners=True)
+    assert grid.abs().max() <= 1 + 1e-6
+    torch.testing.assert_close(grid[1, 0, 0], torch.tensor([-1.0, -1.0]))
+    torch.testing.assert_close(grid[1, -1, -1], torch.tensor([0.0, 0.0]))
+
+
+def test_antialias_is_plain_bilinear_at_2x_and_supersamples_beyond():
+    x = torch.rand(1, 3, 460, 460)
+    crop = torch.eye(3)[None]
+    assert torch.equal(W.warp(x, crop, 224), W.warp(x, crop, 224, antialias=False))
+    fine = W.warp(x, crop, 112)
+    assert not torch.equal(fine, W.warp(x, crop, 112, antialias=False))
+    assert W.supersampling_taps(2.05) == 1 and W.supersampling_taps(4.1) == 2 and W.supersampling_taps(8.2) == 4
+    # Noise averaged over a 4x4 footprint has a quarter of the spread that 2x2-tap bilinear leaves.
+    assert fine.std() < W.warp(x, crop, 112, antialias=False).std() * 0.75
+
+
+def test_antialias_mixes_images_of_different_scales_in_one_batch():
+    x = torch.rand(3, 1, 64, 64, dtype=torch.float64)
+    matrices = torch.stack([torch.eye(3), torch.eye(3), torch.diag(torch.tensor([0.25, 0.25, 1.0]))]).double()
+    out = W.warp(x, matrices, 8)
+    for i in range(3):
+        torch.testing.assert_close(out[i:i + 1], W.warp(x[i:i + 1], matrices[i:i + 1], 8))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="mode='bicubic'"):
+        W.grid_sample(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 1, 2), mode='bicubic')
+    with pytest.raises(ValueError, match=r"matrices must be \(N, 3, 3\) with N = 2"):
+        W.warp(torch.zeros(2, 1, 4, 4), torch.eye(3)[None], 4)
+    assert math.isclose(float(W.reflect(torch.tensor(7.5), 0, 3)), 1.5)
