@@ -43,26 +43,30 @@ def pad_coordinates(p, size, padding_mode, align_corners):
     """Where a pixel position outside [0, size - 1] reads from: 'border' clamps it to the edge,
     'reflection' mirrors it (about the edge pixels' centres with align_corners, their outer edges
     without) and then clamps; 'zeros' leaves it, and grid_sample masks the taps that fall outside."""
+    if padding_mode == 'zeros':
+        return p
+    low, high = torch.aminmax(p.detach()) if p.numel() else (0, 0)
+    if low >= 0 and high <= size - 1:
+        return p  # all inside: padding changes nothing (the common case of a crop inside the image)
     if padding_mode == 'border':
         return p.clamp(0, size - 1)
-    if padding_mode == 'reflection':
-        p = reflect(p, 0, size - 1) if align_corners else reflect(p, -0.5, size - 0.5)
-        return p.clamp(0, size - 1)
-    return p
+    p = reflect(p, 0, size - 1) if align_corners else reflect(p, -0.5, size - 0.5)
+    return p.clamp(0, size - 1)
 
 
 def _gather_taps(flat, xs, ys, width, height, masked):
-    """input values at integer pixels (xs, ys), each (N, Ho, Wo); 0 where masked and outside the image.
+    """input values at integer pixels (xs, ys), each (N, Ho, Wo).
 
-    flat is the input as (N, C, H*W); one gather per tap reads all channels at once.
+    flat is the input as (N, C, H*W); one gather per tap reads all channels at once. masked: taps outside
+    the image read 0 ('zeros' padding); otherwise every (xs, ys) must already be inside.
     """
     n, c = flat.shape[:2]
-    inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
-    index = (ys.clamp(0, height - 1) * width + xs.clamp(0, width - 1)).reshape(n, 1, -1)
-    values = flat.gather(2, index.expand(n, c, index.shape[-1])).reshape(n, c, *xs.shape[1:])
     if masked:
-        values = values * inside.unsqueeze(1)
-    return values
+        inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
+        xs, ys = xs.clamp(0, width - 1), ys.clamp(0, height - 1)
+    index = (ys * width + xs).reshape(n, 1, -1)
+    values = flat.gather(2, index.expand(n, c, index.shape[-1])).reshape(n, c, *xs.shape[1:])
+    return values * inside.unsqueeze(1) if masked else values
 
 
 def grid_sample(input, grid, mode='bilinear', padding_mode='zeros', align_corners=False):
@@ -111,13 +115,21 @@ def sample_pixels(input, px, py, mode='bilinear', padding_mode='zeros', align_co
     if mode == 'nearest':
         return _gather_taps(flat, torch.round(px).long(), torch.round(py).long(), width, height, masked)
     x0, y0 = torch.floor(px), torch.floor(py)
-    fx, fy = (px - x0).unsqueeze(1).to(input.dtype), (py - y0).unsqueeze(1).to(input.dtype)
+    # A uint8 image is read as it is (a quarter of the bytes of floats) and weighted in float32.
+    weight_dtype = input.dtype if input.is_floating_point() else torch.float32
+    fx, fy = (px - x0).unsqueeze(1).to(weight_dtype), (py - y0).unsqueeze(1).to(weight_dtype)
     x0, y0 = x0.long(), y0.long()
-    top = _gather_taps(flat, x0, y0, width, height, masked) * (1 - fx) \
-        + _gather_taps(flat, x0 + 1, y0, width, height, masked) * fx
-    bottom = _gather_taps(flat, x0, y0 + 1, width, height, masked) * (1 - fx) \
-        + _gather_taps(flat, x0 + 1, y0 + 1, width, height, masked) * fx
-    return top * (1 - fy) + bottom * fy
+    # Padded positions lie in [0, size - 1]; at exactly size - 1 the second tap has weight 0 but must
+    # still be a valid pixel.
+    x1 = x0 + 1 if masked else (x0 + 1).clamp_(max=width - 1)
+    y1 = y0 + 1 if masked else (y0 + 1).clamp_(max=height - 1)
+    # The four weights are products of one-channel maps; each tap is then one multiply-add over all
+    # channels into the same output buffer.
+    out = _gather_taps(flat, x0, y0, width, height, masked) * ((1 - fx) * (1 - fy))
+    out.addcmul_(_gather_taps(flat, x1, y0, width, height, masked), fx * (1 - fy))
+    out.addcmul_(_gather_taps(flat, x0, y1, width, height, masked), (1 - fx) * fy)
+    out.addcmul_(_gather_taps(flat, x1, y1, width, height, masked), fx * fy)
+    return out
 
 
 def output_coordinates(size, align_corners, device=None, dtype=torch.float32):
@@ -149,19 +161,47 @@ def transform_grid(matrices, height, width, align_corners, offset=(0.0, 0.0)):
     return (mapped[..., :2] / mapped[..., 2:]).reshape(-1, height, width, 2)
 
 
+def _pixel_matrices(matrices, input_size, output_size, align_corners):
+    """matrices (output->input, normalised) turned into maps from output PIXEL indices (j, i, 1) to input
+    pixel positions: U M N, with N normalising the output's indices and U unnormalising the input's.
+    Composed as 3x3 matrices in float64, so the big per-pixel work is one matrix product and a divide."""
+    def normalise(size):  # pixel index -> normalised coordinate: c = a j + b
+        if size == 1:
+            return 0.0, 0.0
+        return (2 / (size - 1), -1.0) if align_corners else (2 / size, 1 / size - 1)
+
+    def unnormalise(size):  # normalised coordinate -> pixel position: p = a c + b
+        return ((size - 1) / 2 if align_corners else size / 2), (size - 1) / 2
+
+    (in_h, in_w), (out_h, out_w) = input_size, output_size
+    (ax, bx), (ay, by) = normalise(out_w), normalise(out_h)
+    (ux, vx), (uy, vy) = unnormalise(in_w), unnormalise(in_h)
+    n = torch.tensor([[ax, 0, bx], [0, ay, by], [0, 0, 1]], dtype=torch.float64)
+    u = torch.tensor([[ux, 0, vx], [0, uy, vy], [0, 0, 1]], dtype=torch.float64)
+    return u.to(matrices.device) @ matrices.double() @ n.to(matrices.device)
+
+
 def _input_pixels(matrices, input_size, output_size, align_corners, offset, dtype):
     """Input pixel positions (px, py), each (N, Ho, Wo), that the output pixels read through `matrices`.
 
-    Computed in float64 and snapped to the nearest integer when within 1e-6 pixel of it: a map that sends
-    pixels onto pixels (the identity, flips, quarter turns) then copies them exactly, instead of mixing in
-    1e-7 of a neighbour through float32 rounding of cos(90 degrees) or of (c + 1) / 2 * (W - 1).
+    Positions within a hair of an integer (1e-6 pixel in float64, 1e-4 in float32: well below what float32
+    rounding of cos(90 degrees) or of the coordinate arithmetic leaves) are snapped to it: a map that sends
+    pixels onto pixels (the identity, flips, quarter turns) then copies them exactly.
     """
-    grid = transform_grid(matrices.double(), *output_size, align_corners, offset)
-    (height, width), pixels = input_size, []
-    for coordinate, size in ((grid[..., 0], width), (grid[..., 1], height)):
-        p = unnormalize(coordinate, size, align_corners)
+    out_h, out_w = output_size
+    pixel_maps = _pixel_matrices(matrices, input_size, output_size, align_corners).to(dtype)
+    js = torch.arange(out_w, dtype=dtype, device=matrices.device) + offset[0]
+    is_ = torch.arange(out_h, dtype=dtype, device=matrices.device) + offset[1]
+    points = torch.stack([js.expand(out_h, out_w), is_[:, None].expand(out_h, out_w),
+                          torch.ones(out_h, out_w, dtype=dtype, device=matrices.device)], dim=-1)
+    mapped = points.reshape(1, -1, 3) @ pixel_maps.transpose(1, 2)
+    if bool((matrices[:, 2, :2] != 0).any()):
+        mapped = mapped[..., :2] / mapped[..., 2:]  # the perspective divide; affine maps skip it
+    tolerance = 1e-6 if dtype == torch.float64 else 1e-4
+    pixels = []
+    for p in (mapped[..., 0], mapped[..., 1]):
         nearest = p.round()
-        pixels.append(torch.where((p - nearest).abs() < 1e-6, nearest, p).to(dtype))
+        pixels.append(torch.where((p - nearest).abs() < tolerance, nearest, p).reshape(-1, out_h, out_w))
     return pixels
 
 
@@ -183,11 +223,11 @@ def supersampling_taps(scale):
     """k, the taps per axis that antialiasing takes for a local scale (input pixels per output pixel).
 
     A bilinear tap already averages over a tent two input pixels wide, so one tap per output pixel is
-    enough up to a scale of about 2 (460 -> 224: plain bilinear is near ideal there); beyond, k taps per
-    axis, spaced scale / k apart, keep each tap's tent at most ~2 pixels from the next: k = ceil(scale / 2),
-    with 10% slack so that 2.05x still takes one.
+    enough up to a scale of about 3 (460 -> 224 is 2x: plain bilinear is near ideal there, and a perspective
+    warp's far side may reach 2.5x); beyond, k taps per axis spaced scale / k apart, each tent reaching
+    about a pixel either side, cover the footprint: k = ceil((scale - 1) / 2).
     """
-    return max(1, math.ceil(scale / 2.2))
+    return max(1, math.ceil((scale - 1) / 2))
 
 
 def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', align_corners=True, antialias=True):
@@ -203,7 +243,7 @@ def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', alig
     is resampled twice.
 
     Args:
-        input: (N, C, H, W) floating point.
+        input: (N, C, H, W), floating point or uint8 (then read as is and returned as float32, 0..255).
         matrices: (N, 3, 3).
         size: int or (height, width) of the output.
         mode, padding_mode, align_corners: as grid_sample (fastai's defaults for augmentation here).
@@ -219,7 +259,9 @@ def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', alig
     output = None
     for k in taps.unique().tolist():
         chosen = (taps == k).nonzero().squeeze(1).to(input.device)
-        images, maps = input.index_select(0, chosen), matrices.index_select(0, chosen)
+        single_group = len(chosen) == len(input)
+        images = input if single_group else input.index_select(0, chosen)
+        maps = matrices if single_group else matrices.index_select(0, chosen)
         total = 0
         for i in range(k):
             for j in range(k):
@@ -228,10 +270,10 @@ def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', alig
                                        torch.promote_types(input.dtype, torch.float32))
                 total = total + sample_pixels(images, px, py, mode, padding_mode, align_corners)
         part = total / (k * k) if k > 1 else total
-        if len(taps.unique()) == 1:
+        if single_group:
             return part
         if output is None:
-            output = input.new_empty(len(input), input.shape[1], out_h, out_w)
+            output = part.new_empty(len(input), input.shape[1], out_h, out_w)
         output = output.index_copy(0, chosen, part)
     return output
 
