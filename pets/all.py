@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import tensor
 
 from minigrad.optim import SGD, Adam
+from pets.augment import aug_transforms
 from pets.data.block import CategoryBlock, DataBlock, DataLoader, DataLoaders, ImageBlock
 from pets.data.download import URLs, untar_data
 from pets.data.images import Resize, load_image, read_image, verify_images
@@ -23,6 +24,6 @@ __all__ = [
     'Adam', 'SGD',
     'URLs', 'untar_data',
     'get_image_files', 'RegexLabeller', 'using_attr', 'RandomSplitter', 'Categorize',
-    'load_image', 'read_image', 'verify_images', 'Resize',
+    'load_image', 'read_image', 'verify_images', 'Resize', 'aug_transforms',
     'DataBlock', 'ImageBlock', 'CategoryBlock', 'DataLoader', 'DataLoaders', 'show_images',
 ]

@@ -22,7 +22,8 @@ pets = DataBlock(blocks = (ImageBlock, CategoryBlock),
                  get_items=get_image_files,
                  splitter=RandomSplitter(seed=42),
                  get_y=using_attr(RegexLabeller(r'(.+)_\\d+.jpg$'), 'name'),
-                 item_tfms=Resize(460))
+                 item_tfms=Resize(460),
+                 batch_tfms=aug_transforms(size=224, min_scale=0.75))
 dls = pets.dataloaders(path/"images", num_workers=0)
 figure = dls.show_batch(nrows=1, ncols=3)
 x,y = dls.one_batch()
@@ -38,6 +39,6 @@ except Exception as error:
     assert repr(namespace['listing']).startswith('(#2) [') and 'images' in repr(namespace['listing'])
     assert repr(namespace['images']).startswith('(#370) [')
     assert namespace['breed'] == ['Abyssinian']
-    assert namespace['x'].shape == (64, 3, 460, 460) and namespace['y'].shape == (64,)
+    assert namespace['x'].shape == (64, 3, 224, 224) and namespace['y'].shape == (64,)
     assert 'item_tfms=Resize' in str(namespace['summary_error'])
     assert 'Found 370 items' in capsys.readouterr().out
