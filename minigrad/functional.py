@@ -84,15 +84,12 @@ def softmax(x, dim=-1):
     return _Softmax.apply(x, dim)
 
 
-def _log_softmax_forward(x, dim):
-    s = x - _stable_shift(x, dim)
-    return s - s.exp().sum(dim, keepdim=True).log()
-
-
 class _LogSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dim):
-        y = _log_softmax_forward(x.to(_compute_dtype(x)), dim).to(x.dtype)
+        xc = x.to(_compute_dtype(x))
+        s = xc - _stable_shift(xc, dim)
+        y = (s - s.exp().sum(dim, keepdim=True).log()).to(x.dtype)
         ctx.dim = dim
         ctx.save_for_backward(y)
         return y
