@@ -96,11 +96,11 @@ def collate(samples):
     if not good:
         return None, None, failures
     if not isinstance(good[0], tuple):
-        return _stack_images([s for s in good]), None, failures
-    return _stack_images([s[0] for s in good]), torch.tensor([s[1] for s in good]), failures
+        return stack_images([s for s in good]), None, failures
+    return stack_images([s[0] for s in good]), torch.tensor([s[1] for s in good]), failures
 
 
-def _stack_images(images):
+def stack_images(images):
     shapes = {tuple(image.shape) for image in images}
     if len(shapes) > 1:
         raise RuntimeError(f"cannot collate images of different sizes into a batch: {sorted(shapes)}. Add an "

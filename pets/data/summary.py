@@ -7,7 +7,7 @@ stops at the step that fails with what went wrong and what to change. The failur
 import torch
 from PIL import Image
 
-from pets.data.block import _stack_images
+from pets.data.block import stack_images
 from pets.data.images import image_to_tensor, load_image
 from pets.data.items import Categorize
 
@@ -87,7 +87,7 @@ def summary(block, source, bs=4):
             image = tfm(image, train=True, generator=generator)
         samples.append((image, vocab.encode(block.get_y(item))))
     print("  Collating items in a batch")
-    images = _apply("stack", _stack_images, [s[0] for s in samples],
+    images = _apply("stack", stack_images, [s[0] for s in samples],
                     "give every image the same size with an item transform, e.g. item_tfms=Resize(460)")
     labels = torch.tensor([s[1] for s in samples])
     print(f"\n  Applying batch_tfms to the batch: {[_name(t) for t in block.batch_tfms] or 'none'}, "
