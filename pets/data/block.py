@@ -96,7 +96,7 @@ def collate(samples):
     if not good:
         return None, None, failures
     if not isinstance(good[0], tuple):
-        return stack_images([s for s in good]), None, failures
+        return stack_images(good), None, failures
     return stack_images([s[0] for s in good]), torch.tensor([s[1] for s in good]), failures
 
 
