@@ -182,27 +182,31 @@ def _pixel_matrices(matrices, input_size, output_size, align_corners):
 
 
 def _input_pixels(matrices, input_size, output_size, align_corners, offset, dtype):
-    """Input pixel positions (px, py), each (N, Ho, Wo), that the output pixels read through `matrices`.
+    """Input pixel positions (px, py), each (N, Ho, Wo), that the output pixels (j, i) read through
+    `matrices`: with the pixel map P = [[a, b, c], [d, e, f], [g, h, 1]] (see _pixel_matrices),
+        px = (a j + b i + c) / w,  py = (d j + e i + f) / w,  w = g j + h i + 1,
+    each built as a row term plus a column term, so that the big (N, Ho, Wo) arrays take one add each.
 
-    Positions within a hair of an integer (1e-6 pixel in float64, 1e-4 in float32: well below what float32
-    rounding of cos(90 degrees) or of the coordinate arithmetic leaves) are snapped to it: a map that sends
-    pixels onto pixels (the identity, flips, quarter turns) then copies them exactly.
+    Entries of P within 1e-9 of an integer are made that integer: a map that sends pixels onto pixels
+    (the identity, flips, quarter turns) then gives exact integer positions and copies pixels exactly,
+    instead of mixing in 1e-7 of a neighbour through the rounding of cos(90 degrees).
     """
     out_h, out_w = output_size
-    pixel_maps = _pixel_matrices(matrices, input_size, output_size, align_corners).to(dtype)
-    js = torch.arange(out_w, dtype=dtype, device=matrices.device) + offset[0]
-    is_ = torch.arange(out_h, dtype=dtype, device=matrices.device) + offset[1]
-    points = torch.stack([js.expand(out_h, out_w), is_[:, None].expand(out_h, out_w),
-                          torch.ones(out_h, out_w, dtype=dtype, device=matrices.device)], dim=-1)
-    mapped = points.reshape(1, -1, 3) @ pixel_maps.transpose(1, 2)
-    if bool((matrices[:, 2, :2] != 0).any()):
-        mapped = mapped[..., :2] / mapped[..., 2:]  # the perspective divide; affine maps skip it
-    tolerance = 1e-6 if dtype == torch.float64 else 1e-4
-    pixels = []
-    for p in (mapped[..., 0], mapped[..., 1]):
-        nearest = p.round()
-        pixels.append(torch.where((p - nearest).abs() < tolerance, nearest, p).reshape(-1, out_h, out_w))
-    return pixels
+    pixel_maps = _pixel_matrices(matrices, input_size, output_size, align_corners)
+    nearest = pixel_maps.round()
+    pixel_maps = torch.where((pixel_maps - nearest).abs() < 1e-9, nearest, pixel_maps).to(dtype)
+    js = (torch.arange(out_w, dtype=dtype, device=matrices.device) + offset[0]).view(1, 1, out_w)
+    is_ = (torch.arange(out_h, dtype=dtype, device=matrices.device) + offset[1]).view(1, out_h, 1)
+
+    def row(r):  # P[r] . (j, i, 1), as (N, Ho, Wo)
+        m = pixel_maps[:, r].view(-1, 3, 1, 1)
+        return (m[:, 0] * js + m[:, 2]) + m[:, 1] * is_
+
+    px, py = row(0), row(1)
+    if bool((pixel_maps[:, 2, :2] != 0).any()):  # the perspective divide; affine maps skip it
+        w = row(2)
+        px, py = px.div_(w), py.div_(w)
+    return px, py
 
 
 def input_pixels_per_output_pixel(matrices, input_size, output_size, align_corners=True):

@@ -47,7 +47,8 @@ class AugTransform:
         self.last_matrices = matrices
         out = W.warp(x, matrices.to(x.device), size, mode=self.mode, padding_mode=self.pad_mode,
                      align_corners=self.align_corners)
-        out = out / 255 if x.dtype == torch.uint8 else out
+        if x.dtype == torch.uint8:
+            out.div_(255)  # in place: a fresh 64x3x224x224 buffer costs as much as the arithmetic
         if train and self.max_lighting > 0:
             out = self.change_lighting(out)
         return out.clamp_(0, 1)
@@ -108,7 +109,7 @@ class AugTransform:
         shift = torch.logit(brightness).float().to(x.device).view(n, 1, 1, 1)
         factor = contrast.float().to(x.device).view(n, 1, 1, 1)
         eps = 1e-6
-        return torch.sigmoid((torch.logit(x.clamp(eps, 1 - eps)) + shift) * factor)
+        return x.clamp_(eps, 1 - eps).logit_().add_(shift).mul_(factor).sigmoid_()  # in place, as above
 
 
 def aug_transforms(mult=1.0, do_flip=True, flip_vert=False, max_rotate=10.0, min_zoom=1.0, max_zoom=1.1,
