@@ -83,3 +83,10 @@ def test_float_input_in_unit_range_is_accepted():
     x = batch().float() / 255
     out = aug_transforms(size=24, seed=0)(x)
     assert out.dtype == torch.float32 and out.shape == (6, 3, 24, 24)
+
+
+def test_fused_warp_gives_the_same_batch():
+    x = batch(4, size=32)
+    eager = aug_transforms(size=16, min_scale=0.75, seed=5)(x)
+    fused = aug_transforms(size=16, min_scale=0.75, seed=5, fused=True)(x)
+    torch.testing.assert_close(fused, eager, atol=1e-4, rtol=0)
