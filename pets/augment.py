@@ -34,7 +34,7 @@ class AugTransform:
         # No seed: one drawn from torch's global generator, so torch.manual_seed(...) makes runs repeat.
         seed = seed if seed is not None else int(torch.randint(0, 2**62, ()))
         self.generator = torch.Generator().manual_seed(seed)
-        self.warp = compiled_warp() if fused else W.warp
+        self.render = compiled_render() if fused else render
         self.last_matrices = None
 
     def __repr__(self):
@@ -47,13 +47,9 @@ class AugTransform:
         size = self.size or (height, width)
         matrices = self.draw_matrices(n, aspect=width / height) if train else torch.eye(3).repeat(n, 1, 1)
         self.last_matrices = matrices
-        out = self.warp(x, matrices.to(x.device), size, mode=self.mode, padding_mode=self.pad_mode,
-                        align_corners=self.align_corners)
-        if x.dtype == torch.uint8:
-            out.div_(255)  # in place: a fresh 64x3x224x224 buffer costs as much as the arithmetic
-        if train and self.max_lighting > 0:
-            out = self.change_lighting(out)
-        return out.clamp_(0, 1)
+        shift, factor = self.draw_lighting(n) if train and self.max_lighting > 0 else (None, None)
+        return self.render(x, matrices.to(x.device), size, self.mode, self.pad_mode, self.align_corners,
+                           shift, factor)
 
     def _uniform(self, n, low, high):
         values = torch.empty(1 if self.batch else n, dtype=torch.float64).uniform_(low, high, generator=self.generator)
@@ -94,31 +90,42 @@ class AugTransform:
             m = m @ W.perspective_matrices(*magnitudes).double()
         return m.float()
 
-    def change_lighting(self, x):
-        """Brightness and contrast in logit space, fastai's way: logit(x) + logit(b), then times c.
+    def draw_lighting(self, n):
+        """Per image (shift, factor) for brightness and contrast in logit space, fastai's way.
 
-        b ~ U(0.5 (1 - max_lighting), 0.5 (1 + max_lighting)) (b = 0.5 changes nothing) and
-        c = exp(U(log(1 - max_lighting), -log(1 - max_lighting))), each applied with p_lighting.
-        In logit space a change never pushes a value out of (0, 1), and it moves mid-tones most.
+        Brightness b ~ U(0.5 (1 - max_lighting), 0.5 (1 + max_lighting)) becomes the shift logit(b) (b = 0.5
+        changes nothing); contrast c = exp(U(log(1 - max_lighting), -log(1 - max_lighting))) the factor.
+        Each is applied with p_lighting. Returns two (N,) float32 tensors.
         """
-        n = len(x)
         half = 0.5 * self.max_lighting
         brightness = torch.where(self._chosen(n, self.p_lighting), self._uniform(n, 0.5 - half, 0.5 + half),
                                  torch.full((n,), 0.5, dtype=torch.float64))
         log_limit = -math.log(1 - self.max_lighting)
         contrast = torch.where(self._chosen(n, self.p_lighting), self._uniform(n, -log_limit, log_limit).exp(),
                                torch.ones(n, dtype=torch.float64))
-        shift = torch.logit(brightness).float().to(x.device).view(n, 1, 1, 1)
-        factor = contrast.float().to(x.device).view(n, 1, 1, 1)
-        eps = 1e-6
-        return x.clamp_(eps, 1 - eps).logit_().add_(shift).mul_(factor).sigmoid_()  # in place, as above
+        return torch.logit(brightness).float(), contrast.float()
+
+
+def render(x, matrices, size, mode, padding_mode, align_corners, shift=None, factor=None):
+    """The augmented batch: one warp through `matrices`, then uint8 -> [0, 1], then the lighting change
+    sigmoid((logit(v) + shift) factor) per image (in logit space a change never leaves (0, 1), and it
+    moves mid-tones most). Separate from the random draws so that torch.compile can fuse all of it."""
+    out = W.warp(x, matrices, size, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    # In place: without fusion, a fresh 64x3x224x224 buffer costs as much as the arithmetic on it.
+    if x.dtype == torch.uint8:
+        out.div_(255)
+    if shift is not None:
+        n, eps = len(out), 1e-6
+        shift, factor = shift.to(out.device).view(n, 1, 1, 1), factor.to(out.device).view(n, 1, 1, 1)
+        out.clamp_(eps, 1 - eps).logit_().add_(shift).mul_(factor).sigmoid_()
+    return out.clamp_(0, 1)
 
 
 @functools.cache
-def compiled_warp():
-    """minigrad.warp through torch.compile: the same ops fused into a few loops (C++ on the CPU, Triton on a
-    GPU). About 15 s to compile on first use, ~1 s for each new batch shape; then 2-4x faster on the CPU."""
-    return torch.compile(W.warp, dynamic=True)
+def compiled_render():
+    """render through torch.compile: the same ops fused into a few loops (C++ on the CPU, Triton on a GPU).
+    About 15 s to compile on first use, ~1 s for each new batch shape; then about 2x faster on the CPU."""
+    return torch.compile(render, dynamic=True)
 
 
 def aug_transforms(mult=1.0, do_flip=True, flip_vert=False, max_rotate=10.0, min_zoom=1.0, max_zoom=1.1,
@@ -130,7 +137,7 @@ def aug_transforms(mult=1.0, do_flip=True, flip_vert=False, max_rotate=10.0, min
     min_scale < 1 a random-resized crop of at least that fraction of the area comes first. batch=True
     draws one set of parameters for the whole batch (fastai's option); by default each image draws its own.
     seed: for a repeatable sequence (default: drawn from torch's global generator).
-    fused: run the warp through torch.compile (worth its ~15 s compile on long runs; see compiled_warp).
+    fused: run the rendering through torch.compile (worth its ~15 s compile on long runs; see compiled_render).
     """
     return AugTransform(size=size, min_scale=min_scale, do_flip=do_flip, flip_vert=flip_vert,
                         max_rotate=max_rotate * mult, min_zoom=min_zoom, max_zoom=max_zoom,
