@@ -12,7 +12,7 @@ from pets.data.images import Resize
 from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
 from pets.data.summary import SummaryError
 
-from .conftest import BREEDS
+from ..conftest import BREEDS
 
 matplotlib.use('Agg')
 PATTERN = r'(.+)_\d+.jpg$'

@@ -6,7 +6,7 @@ from PIL import Image
 
 from pets.data.images import ImageLoadError, Resize, image_to_tensor, load_image, read_image, verify_images
 
-from .conftest import random_image
+from ..conftest import random_image
 
 
 def test_odd_images_all_load_as_rgb(odd_images):

@@ -1,0 +1,238 @@
+"""The Learner: a model, its data, a loss and an optimizer, and the loops that train and evaluate them.
+
+    learn = cnn_learner(dls, resnet34, metrics=error_rate)
+    learn.fine_tune(2, base_lr=3e-3)        # fastai's sequence: frozen one-cycle, then unfrozen
+    preds, targets = learn.get_preds()
+
+The training step is the usual one (normalise, forward, loss, backward, step); what the chapter adds is
+around it: one-cycle schedules (minigrad.schedule) written into the optimizer's param groups before each
+step, one param group per layer group so that a slice(lo, hi) gives each its own rate, and freezing all
+but the head. Output is fastai's: a table row per epoch (epoch, train_loss, valid_loss, metrics, time),
+with a progress bar while an epoch runs.
+"""
+import time
+from collections import namedtuple
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from minigrad.functional import cross_entropy
+from minigrad.optim import Adam
+from minigrad.schedule import discriminative_lrs, one_cycle
+from pets.models import arch_config, create_cnn_model, layer_groups
+
+Preds = namedtuple('Preds', ['probabilities', 'targets'])
+
+
+def error_rate(predictions, targets):
+    """The share of samples whose highest-scoring class is not the target: 1 - accuracy."""
+    return 1 - accuracy(predictions, targets)
+
+
+def accuracy(predictions, targets):
+    """The share of samples whose highest-scoring class is the target."""
+    return (predictions.argmax(dim=1) == targets).float().mean()
+
+
+class Recorder:
+    """What training saw: per batch the loss, learning rates and momentum; per epoch the table's values."""
+
+    def __init__(self, metric_names):
+        self.metric_names = list(metric_names)
+        self.losses, self.lrs, self.moms, self.values = [], [], [], []
+
+    @property
+    def header(self):
+        return ['epoch', 'train_loss', 'valid_loss', *self.metric_names, 'time']
+
+
+class Learner:
+    """Trains `model` on `dls` with `loss_func` and an optimizer made by `opt_func` over `groups`.
+
+    Args:
+        dls: DataLoaders whose batches are float images in [0, 1] and class indices.
+        model: the network; it receives images normalised with `mean` and `std`.
+        groups: the model's layer groups (modules), one optimizer param group each.
+        loss_func: (logits, targets) -> loss (default: minigrad's cross_entropy).
+        opt_func: minigrad.optim.Adam (default) or SGD.
+        lr: the default learning rate; wd: weight decay (None: the optimizer's default, 0.01 for Adam).
+        metrics: functions (logits, targets) -> number, reported each epoch.
+        mean, std: per-channel input normalisation (the pretrained weights' own).
+    """
+
+    def __init__(self, dls, model, groups, loss_func=None, opt_func=Adam, lr=1e-3, wd=None, metrics=None,
+                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), progress=True):
+        self.dls, self.model, self.groups = dls, model.to(dls.device), groups
+        self.loss_func = loss_func or cross_entropy
+        self.opt_func, self.lr, self.wd = opt_func, lr, wd
+        self.metrics = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics] if metrics else []
+        self.mean = torch.tensor(mean, device=dls.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=dls.device).view(1, 3, 1, 1)
+        self.progress = progress
+        self.recorder = Recorder(m.__name__ for m in self.metrics)
+        self.opt, self.frozen_batchnorms = None, []
+
+    # --- the parts -----------------------------------------------------------------------------------------
+
+    def create_opt(self):
+        """One param group per layer group; only parameters that train (requires_grad) are stepped."""
+        param_groups = [{'params': list(group.parameters())} for group in self.groups]
+        options = {} if self.wd is None else {'weight_decay': self.wd}
+        self.opt = self.opt_func(param_groups, lr=self.lr, **options)
+
+    def normalize(self, x):
+        return (x - self.mean) / self.std
+
+    def _set_trainable(self, n_frozen, n_frozen_batchnorm):
+        """Layer groups before n_frozen do not train, except their BatchNorm layers when those come at or
+        after n_frozen_batchnorm; frozen BatchNorm layers keep their running statistics too (eval mode)."""
+        self.frozen_batchnorms = []
+        for i, group in enumerate(self.groups):
+            for module in group.modules():
+                is_batchnorm = isinstance(module, nn.modules.batchnorm._BatchNorm)
+                trainable = i >= (n_frozen_batchnorm if is_batchnorm else n_frozen)
+                if is_batchnorm and not trainable:
+                    self.frozen_batchnorms.append(module)
+                for p in module.parameters(recurse=False):
+                    p.requires_grad_(trainable)
+
+    def freeze_to(self, n, train_bn=True):
+        """Freezes the layer groups before group n.
+
+        train_bn=True (fastai): their BatchNorm layers keep training, scale, shift and running statistics.
+        train_bn=False: those BatchNorm layers are frozen whole, statistics included; on a few images per
+        class that keeps the pretrained features intact.
+        """
+        self._set_trainable(n, 0 if train_bn else n)
+
+    def freeze(self, train_bn=True):
+        """Trains only the last layer group, the new head (and BatchNorm layers, with train_bn)."""
+        self.freeze_to(len(self.groups) - 1, train_bn)
+
+    def unfreeze(self, train_bn=True):
+        """Trains every layer group; train_bn=False keeps the body's BatchNorm layers frozen whole."""
+        self._set_trainable(0, 0 if train_bn else len(self.groups) - 1)
+
+    def _set_hypers(self, lrs, mom):
+        for group, lr in zip(self.opt.param_groups, lrs):
+            group['lr'] = lr
+            if mom is not None:
+                if 'betas' in group:
+                    group['betas'] = (mom, group['betas'][1])
+                else:
+                    group['momentum'] = mom
+
+    # --- the loops -----------------------------------------------------------------------------------------
+
+    def fit(self, n_epoch, lr=None, wd=None, schedule=None):
+        """Trains n_epoch epochs. lr: a float, list or slice (one rate per layer group); schedule(step) ->
+        (lrs, mom) overrides it step by step (fit_one_cycle passes one)."""
+        if wd is not None:
+            self.wd = wd
+        if self.opt is None:
+            self.create_opt()
+        if wd is not None:
+            for group in self.opt.param_groups:
+                group['weight_decay'] = wd
+        lrs = discriminative_lrs(lr if lr is not None else self.lr, len(self.groups))
+        self._print_row(self.recorder.header)
+        step = 0
+        for epoch in range(n_epoch):
+            start = time.time()
+            self.model.train()
+            for module in self.frozen_batchnorms:
+                module.eval()
+            total, count = 0.0, 0
+            batches = tqdm(self.dls.train, leave=False, disable=None if self.progress else True, desc=f"epoch {epoch}")
+            for x, y in batches:
+                step_lrs, mom = schedule(step) if schedule else (lrs, None)
+                self._set_hypers(step_lrs, mom)
+                loss = self.loss_func(self.model(self.normalize(x)), y)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"the loss became {loss.item()} at epoch {epoch}, step {step} "
+                                             f"(lr {step_lrs[-1]:.2e}): lower the learning rate")
+                loss.backward()
+                self.opt.step()
+                self.opt.zero_grad()
+                self.recorder.losses.append(loss.item())
+                self.recorder.lrs.append(list(step_lrs))
+                self.recorder.moms.append(mom)
+                total, count, step = total + loss.item() * len(y), count + len(y), step + 1
+            valid_loss, *metrics = self.validate()
+            values = [epoch, total / max(count, 1), valid_loss, *metrics]
+            self.recorder.values.append(values[1:])
+            self._print_row([*values, time.strftime('%M:%S', time.gmtime(time.time() - start))])
+
+    def fit_one_cycle(self, n_epoch, lr_max=None, div=25.0, div_final=1e5, pct_start=0.25, wd=None,
+                      moms=(0.95, 0.85, 0.95)):
+        """fit with fastai's one-cycle schedule (minigrad.schedule.one_cycle) of rates and momentum."""
+        peaks = discriminative_lrs(lr_max if lr_max is not None else self.lr, len(self.groups))
+        n_steps = max(1, n_epoch * len(self.dls.train))
+        lrs, mom_values = one_cycle(n_steps, peaks, div, div_final, pct_start, moms)
+        schedule = lambda step: (lrs[min(step, n_steps - 1)].tolist(), mom_values[min(step, n_steps - 1)].item())
+        self.fit(n_epoch, wd=wd, schedule=schedule)
+
+    def fine_tune(self, epochs, base_lr=2e-3, freeze_epochs=1, lr_mult=100, pct_start=0.3, div=5.0, **kwargs):
+        """fastai's sequence: freeze; one-cycle over freeze_epochs at slice(base_lr) with pct_start=0.99;
+        halve base_lr; unfreeze; one-cycle over `epochs` at slice(base_lr / lr_mult, base_lr)."""
+        self.freeze()
+        self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
+        base_lr /= 2
+        self.unfreeze()
+        self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
+
+    def _batches_outputs(self, dl):
+        self.model.eval()
+        outputs, targets = [], []
+        with torch.no_grad():
+            for batch in dl:
+                x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
+                outputs.append(self.model(self.normalize(x)).float())
+                if y is not None:
+                    targets.append(y)
+        return torch.cat(outputs), (torch.cat(targets) if targets else None)
+
+    def validate(self, dl=None):
+        """[valid_loss, *metrics] on the validation set (or dl)."""
+        logits, targets = self._batches_outputs(dl or self.dls.valid)
+        return [self.loss_func(logits, targets).item(), *(float(m(logits, targets)) for m in self.metrics)]
+
+    def get_preds(self, ds_idx=1, dl=None, with_loss=False):
+        """(probabilities, targets) on dataset ds_idx (0 train, 1 valid) or dl; rows sum to 1.
+        with_loss adds the per-sample losses."""
+        if dl is None:
+            loader = self.dls[ds_idx]
+            dl = loader if ds_idx == 1 else type(loader)(loader.dataset, bs=loader.bs, device=loader.device,
+                                                          batch_tfms=loader.batch_tfms, skipped=loader.skipped)
+        logits, targets = self._batches_outputs(dl)
+        probabilities = torch.softmax(logits, dim=1)
+        if with_loss:
+            return probabilities, targets, self.loss_func(logits, targets, reduction='none')
+        return Preds(probabilities, targets)
+
+    def predict(self, item):
+        """(label, class index, probabilities) for one image file."""
+        (probabilities,) = self.get_preds(dl=self.dls.test_dl([item]))[:1]
+        index = int(probabilities[0].argmax())
+        return self.dls.vocab[index], index, probabilities[0]
+
+    def _print_row(self, row):
+        cells = [f"{v:.6f}" if isinstance(v, float) else str(v) for v in row]
+        tqdm.write('  '.join(f"{c:<12}" for c in cells).rstrip())
+
+
+def cnn_learner(dls, arch, metrics=None, pretrained=True, loss_func=None, opt_func=Adam, lr=1e-3, wd=None,
+                progress=True):
+    """A Learner for a pretrained CNN: arch's body with a new head for dls.c classes, frozen to the head,
+    inputs normalised with arch's mean and std."""
+    model = create_cnn_model(arch, dls.c, pretrained=pretrained)
+    config = arch_config(arch)
+    learn = Learner(dls, model, layer_groups(model, arch), loss_func=loss_func, opt_func=opt_func, lr=lr, wd=wd,
+                    metrics=metrics, mean=config.mean, std=config.std, progress=progress)
+    if pretrained:
+        learn.freeze()
+    return learn
+
+
+vision_learner = cnn_learner  # fastai's newer name for the same thing

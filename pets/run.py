@@ -1,0 +1,104 @@
+"""Train a pet-breed classifier: python -m pets.run [options]
+
+With no options: the 370-image sample shipped with the package, EfficientNet-Lite0 pretrained on
+ImageNet, presizing to 256 and one-pass augmentation to 224, then this recipe:
+  1. the head alone, BatchNorm of the body frozen whole (statistics too): --freeze-epochs one-cycles;
+  2. everything, BatchNorm still frozen, discriminative rates slice(lr / 100, lr / 2): --epochs one-cycles.
+Eight images per class are too few to re-estimate BatchNorm statistics; keeping ImageNet's is what works
+(fastai's fine_tune keeps BatchNorm training: --recipe fastai runs exactly that instead).
+Prints the epoch table and the final error rate, and writes the table (CSV) to --out.
+The book's recipe on the full data set: python -m pets.run --data pets --arch resnet34 --recipe fastai
+"""
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import torch
+
+from pets.augment import aug_transforms
+from pets.data.block import CategoryBlock, DataBlock, ImageBlock
+from pets.data.download import URLs, untar_data
+from pets.data.images import Resize
+from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
+from pets.learner import cnn_learner, error_rate
+from pets.models import ARCHS, PretrainedWeightsError
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog='python -m pets.run', description=__doc__.split('\n')[0])
+    parser.add_argument('--data', default='sample', help="'sample' (default), 'pets' (download), or a folder")
+    parser.add_argument('--pattern', default=r'(.+)_\d+.jpg$', help='regex whose group 1 is the label')
+    parser.add_argument('--arch', default='efficientnet_lite0', choices=sorted(ARCHS))
+    parser.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument('--recipe', default='frozen-bn', choices=['frozen-bn', 'fastai'])
+    parser.add_argument('--epochs', type=int, default=4)
+    parser.add_argument('--freeze-epochs', type=int, default=4)
+    parser.add_argument('--lr', type=float, default=3e-3)
+    parser.add_argument('--bs', type=int, default=32)
+    parser.add_argument('--presize', type=int, default=256)
+    parser.add_argument('--size', type=int, default=224)
+    parser.add_argument('--min-scale', type=float, default=0.75)
+    parser.add_argument('--seed', type=int, default=42)
+    parser.add_argument('--workers', type=int, default=None, help='decoding processes (default: one per core)')
+    parser.add_argument('--device', default=None, help="'cpu', 'cuda' (default: the GPU if there is one)")
+    parser.add_argument('--out', default='pets-output', help='folder for the results')
+    return parser.parse_args(argv)
+
+
+def data_folder(data):
+    if data == 'sample':
+        return untar_data(URLs.PETS_SAMPLE) / 'images'
+    if data == 'pets':
+        return untar_data(URLs.PETS) / 'images'
+    folder = Path(data)
+    if not folder.is_dir():
+        raise UserError(f"--data {data}: no such folder; use 'sample', 'pets' or a folder of images")
+    return folder
+
+
+class UserError(Exception):
+    """A bad option or input: reported in one line, exit code 2."""
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
+                      splitter=RandomSplitter(seed=args.seed),
+                      get_y=using_attr(RegexLabeller(args.pattern), 'name'),
+                      item_tfms=Resize(args.presize),
+                      batch_tfms=aug_transforms(size=args.size, min_scale=args.min_scale))
+    try:
+        dls = block.dataloaders(data_folder(args.data), bs=args.bs, num_workers=args.workers, device=args.device,
+                                seed=args.seed)
+        learn = cnn_learner(dls, args.arch, metrics=error_rate, pretrained=args.pretrained)
+    except (ValueError, FileNotFoundError, PretrainedWeightsError) as error:
+        raise UserError(str(error)) from None
+    print(f"{len(dls.train_ds)} training and {len(dls.valid_ds)} validation images, {dls.c} classes; "
+          f"{args.arch}, {'pretrained' if args.pretrained else 'from scratch'}, recipe {args.recipe}")
+    if args.recipe == 'fastai':
+        learn.fine_tune(args.epochs, base_lr=args.lr, freeze_epochs=args.freeze_epochs)
+    else:
+        learn.freeze(train_bn=False)
+        learn.fit_one_cycle(args.freeze_epochs, args.lr)
+        learn.unfreeze(train_bn=False)  # everything trains but the body's BatchNorm, which stays ImageNet's
+        learn.fit_one_cycle(args.epochs, slice(args.lr / 100, args.lr / 2), pct_start=0.3, div=5.0)
+    final_error = learn.recorder.values[-1][2]
+    print(f"final error rate: {final_error:.4f} (accuracy {1 - final_error:.2%}) on {len(dls.valid_ds)} images")
+    with open(out / 'history.csv', 'w', newline='') as file:
+        writer = csv.writer(file)
+        writer.writerow(learn.recorder.header[1:-1])
+        writer.writerows(learn.recorder.values)
+    print(f"wrote {out / 'history.csv'}")
+    return learn
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

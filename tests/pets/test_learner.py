@@ -1,0 +1,111 @@
+"""The Learner on generated data: schedules in the optimizer, freezing, fine_tune, predictions, errors."""
+import pytest
+import torch
+
+from minigrad.schedule import one_cycle
+from pets.augment import aug_transforms
+from pets.data.block import DataBlock
+from pets.data.images import Resize
+from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
+from pets.learner import accuracy, cnn_learner, error_rate
+from pets.run import UserError, main
+
+
+@pytest.fixture
+def dls(pet_folder):
+    block = DataBlock(get_items=get_image_files, splitter=RandomSplitter(valid_pct=0.25, seed=0),
+                      get_y=using_attr(RegexLabeller(r'(.+)_\d+.jpg$'), 'name'), item_tfms=Resize(40),
+                      batch_tfms=aug_transforms(size=32, min_scale=0.75, seed=0))
+    return block.dataloaders(pet_folder, bs=6, num_workers=0, device='cpu', seed=0)
+
+
+def learner(dls, **kwargs):
+    torch.manual_seed(0)
+    return cnn_learner(dls, 'resnet18', metrics=[error_rate, accuracy], pretrained=False, progress=False, **kwargs)
+
+
+def test_fit_one_cycle_drives_the_optimizer_with_the_schedule(dls, capsys):
+    learn = learner(dls)
+    learn.fit_one_cycle(2, lr_max=1e-2)
+    n_steps = 2 * len(dls.train)
+    expected_lrs, expected_moms = one_cycle(n_steps, [1e-2] * 3)
+    torch.testing.assert_close(torch.tensor(learn.recorder.lrs, dtype=torch.float64), expected_lrs)
+    assert learn.recorder.moms == pytest.approx(expected_moms.tolist())
+    assert learn.opt.param_groups[0]['betas'][0] == pytest.approx(expected_moms[-1].item())
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ['epoch', 'train_loss', 'valid_loss', 'error_rate', 'accuracy', 'time']
+    assert len(out) == 3 and len(learn.recorder.values) == 2
+    train_loss, valid_loss, err, acc = learn.recorder.values[-1]
+    assert err == pytest.approx(1 - acc) and train_loss > 0 and valid_loss > 0
+
+
+def test_discriminative_rates_from_a_slice(dls):
+    learn = learner(dls)
+    learn.unfreeze()
+    learn.fit(1, lr=slice(1e-6, 1e-4))
+    assert learn.recorder.lrs[0] == pytest.approx([1e-6, 1e-5, 1e-4])
+
+
+def test_freeze_trains_only_the_head_and_batchnorm(dls):
+    learn = learner(dls)
+    body, head = learn.groups[0], learn.groups[-1]
+    learn.freeze()
+    assert all(p.requires_grad for p in head.parameters())
+    assert not body[0].weight.requires_grad and body[1].weight.requires_grad  # conv frozen, BN trains (fastai)
+    learn.freeze(train_bn=False)
+    assert not body[1].weight.requires_grad and body[1] in learn.frozen_batchnorms
+    before = body[1].running_mean.clone()
+    learn.fit(1, lr=1e-3)
+    assert torch.equal(body[1].running_mean, before)  # frozen whole: statistics kept
+    learn.unfreeze(train_bn=False)
+    assert body[0].weight.requires_grad and not body[1].weight.requires_grad
+    assert all(p.requires_grad for p in head.parameters())  # the head's BatchNorm always trains
+    learn.unfreeze()
+    assert all(p.requires_grad for p in learn.model.parameters())
+
+
+def test_fine_tune_is_fastais_sequence(dls):
+    learn = learner(dls)
+    learn.fine_tune(1, base_lr=2e-3)
+    n = len(dls.train)
+    first, second = learn.recorder.lrs[:n], learn.recorder.lrs[n:]
+    # Phase 1: slice(base_lr) -> base_lr / 10 for the body groups, base_lr for the head; pct_start 0.99.
+    expected_first = one_cycle(n, [2e-4, 2e-4, 2e-3], pct_start=0.99).lrs
+    # Phase 2: base_lr halved, slice(1e-3 / 100, 1e-3) spread geometrically; div 5, pct_start 0.3.
+    expected_second = one_cycle(n, [1e-5, 1e-4, 1e-3], div=5.0, pct_start=0.3).lrs
+    torch.testing.assert_close(torch.tensor(first, dtype=torch.float64), expected_first)
+    torch.testing.assert_close(torch.tensor(second, dtype=torch.float64), expected_second)
+
+
+def test_get_preds_and_predict(dls, pet_folder):
+    learn = learner(dls)
+    probabilities, targets = learn.get_preds()
+    assert probabilities.shape == (len(dls.valid_ds), 3) and torch.allclose(probabilities.sum(1), torch.ones(6))
+    assert targets.tolist() == [dls.valid_ds.targets[i] for i in range(len(dls.valid_ds))]
+    _, _, losses = learn.get_preds(with_loss=True)
+    assert losses.shape == (6,)
+    label, index, probs = learn.predict(pet_folder / 'beagle_0.jpg')
+    assert label == dls.vocab[index] and probs.shape == (3,)
+
+
+def test_a_diverging_loss_stops_with_a_message(dls):
+    learn = learner(dls)
+    learn.unfreeze()
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        learn.fit(1, lr=1e30)
+
+
+def test_run_trains_on_a_folder_and_writes_the_table(pet_folder, tmp_path, capsys):
+    main(['--data', str(pet_folder), '--arch', 'resnet18', '--no-pretrained', '--epochs', '1',
+          '--freeze-epochs', '1', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0',
+          '--out', str(tmp_path / 'out')])
+    out = capsys.readouterr().out
+    assert 'final error rate' in out and (tmp_path / 'out' / 'history.csv').read_text().count('\n') == 3
+
+
+def test_run_reports_user_errors(tmp_path):
+    with pytest.raises(UserError, match="no such folder"):
+        main(['--data', str(tmp_path / 'nowhere'), '--out', str(tmp_path)])
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(UserError, match="no items"):
+        main(['--data', str(tmp_path / 'empty'), '--out', str(tmp_path)])
