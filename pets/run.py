@@ -3,7 +3,8 @@
 With no options: the 370-image sample shipped with the package, EfficientNet-Lite0 pretrained on
 ImageNet, presizing to 256 and one-pass augmentation to 224, then this recipe:
   1. the head alone, BatchNorm of the body frozen whole (statistics too): --freeze-epochs one-cycles;
-  2. everything, BatchNorm still frozen, discriminative rates slice(lr / 100, lr / 2): --epochs one-cycles.
+  2. everything, BatchNorm still frozen, discriminative rates slice(lr / lr_mult, lr / 10): --epochs
+     one-cycles; the head has already learnt, so the body takes small steps and keeps its ImageNet features.
 Eight images per class are too few to re-estimate BatchNorm statistics; keeping ImageNet's is what works
 (fastai's fine_tune keeps BatchNorm training: --recipe fastai runs exactly that instead).
 Prints the epoch table and the final error rate, and writes the table (CSV) to --out.
@@ -32,9 +33,12 @@ def parse_args(argv):
     parser.add_argument('--arch', default='efficientnet_lite0', choices=sorted(ARCHS))
     parser.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument('--recipe', default='frozen-bn', choices=['frozen-bn', 'fastai'])
-    parser.add_argument('--epochs', type=int, default=4)
-    parser.add_argument('--freeze-epochs', type=int, default=4)
-    parser.add_argument('--lr', type=float, default=3e-3)
+    parser.add_argument('--epochs', type=int, default=3)
+    parser.add_argument('--freeze-epochs', type=int, default=6)
+    parser.add_argument('--lr', type=float, default=3e-3, help="the head's peak learning rate")
+    parser.add_argument('--lr-mult', type=float, default=None,
+                        help='unfrozen phase: the first layer group trains at lr / lr_mult (default 1000; '
+                             "fastai's 100 with --recipe fastai)")
     parser.add_argument('--bs', type=int, default=32)
     parser.add_argument('--presize', type=int, default=256)
     parser.add_argument('--size', type=int, default=224)
@@ -80,12 +84,13 @@ def main(argv=None):
     print(f"{len(dls.train_ds)} training and {len(dls.valid_ds)} validation images, {dls.c} classes; "
           f"{args.arch}, {'pretrained' if args.pretrained else 'from scratch'}, recipe {args.recipe}")
     if args.recipe == 'fastai':
-        learn.fine_tune(args.epochs, base_lr=args.lr, freeze_epochs=args.freeze_epochs)
+        learn.fine_tune(args.epochs, base_lr=args.lr, freeze_epochs=args.freeze_epochs, lr_mult=args.lr_mult or 100)
     else:
         learn.freeze(train_bn=False)
         learn.fit_one_cycle(args.freeze_epochs, args.lr)
         learn.unfreeze(train_bn=False)  # everything trains but the body's BatchNorm, which stays ImageNet's
-        learn.fit_one_cycle(args.epochs, slice(args.lr / 100, args.lr / 2), pct_start=0.3, div=5.0)
+        lr_mult = args.lr_mult or 1000
+        learn.fit_one_cycle(args.epochs, slice(args.lr / lr_mult, args.lr / 10), pct_start=0.3, div=5.0)
     final_error = learn.recorder.values[-1][2]
     print(f"final error rate: {final_error:.4f} (accuracy {1 - final_error:.2%}) on {len(dls.valid_ds)} images")
     with open(out / 'history.csv', 'w', newline='') as file:
