@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from minigrad.functional import cross_entropy
 from minigrad.optim import Adam
 from minigrad.schedule import discriminative_lrs, one_cycle
+from pets.lr_finder import plot_lr_find, run_sweep, suggest, valley
 from pets.models import arch_config, create_cnn_model, layer_groups
 
 Preds = namedtuple('Preds', ['probabilities', 'targets'])
@@ -41,10 +42,39 @@ class Recorder:
     def __init__(self, metric_names):
         self.metric_names = list(metric_names)
         self.losses, self.lrs, self.moms, self.values = [], [], [], []
+        self.lr_find, self.lr_find_suggestions = None, None
 
     @property
     def header(self):
         return ['epoch', 'train_loss', 'valid_loss', *self.metric_names, 'time']
+
+    def plot_loss(self):
+        """Training loss per batch, and validation loss at the end of each epoch."""
+        import matplotlib.pyplot as plt
+        figure, axis = plt.subplots(figsize=(6, 4))
+        axis.plot(self.losses, label='train')
+        if self.values:
+            per_epoch = len(self.losses) / len(self.values)
+            axis.plot([per_epoch * (i + 1) for i in range(len(self.values))], [v[1] for v in self.values],
+                      label='valid')
+        axis.set_xlabel('batch')
+        axis.set_ylabel('loss')
+        axis.legend()
+        return figure
+
+    def plot_sched(self):
+        """The learning rate of each layer group and the momentum, per batch."""
+        import matplotlib.pyplot as plt
+        figure, (lr_axis, mom_axis) = plt.subplots(1, 2, figsize=(10, 4))
+        lr_axis.plot(self.lrs)
+        lr_axis.set_title('learning rate (per layer group)')
+        mom_axis.plot([m if m is not None else float('nan') for m in self.moms])
+        mom_axis.set_title('momentum')
+        return figure
+
+    def plot_lr_find(self):
+        """The last lr_find's curve with its suggestions."""
+        return plot_lr_find(self.lr_find, self.lr_find_suggestions)
 
 
 class Learner:
@@ -181,6 +211,16 @@ class Learner:
         base_lr /= 2
         self.unfreeze()
         self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
+
+    def lr_find(self, start_lr=1e-7, end_lr=10, num_it=100, stop_div=True, show_plot=True, suggest_funcs=(valley,)):
+        """Sweeps the learning rate (see pets.lr_finder); returns SuggestedLRs, one field per suggest_func.
+        The model and optimizer come back as they were. show_plot draws the curve (recorder.plot_lr_find)."""
+        result = run_sweep(self, start_lr, end_lr, num_it, stop_div)
+        self.recorder.lr_find = result
+        self.recorder.lr_find_suggestions = suggest(result, suggest_funcs, num_it)
+        if show_plot:
+            self.recorder.plot_lr_find()
+        return self.recorder.lr_find_suggestions
 
     def _batches_outputs(self, dl):
         self.model.eval()

@@ -109,3 +109,31 @@ def test_run_reports_user_errors(tmp_path):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(UserError, match="no items"):
         main(['--data', str(tmp_path / 'empty'), '--out', str(tmp_path)])
+
+
+def test_lr_find_restores_the_model_and_suggests(dls):
+    import matplotlib
+    matplotlib.use('Agg')
+    from pets.lr_finder import minimum, slide, steep, valley
+    learn = learner(dls)
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    suggestions = learn.lr_find(num_it=30, suggest_funcs=(minimum, steep, valley, slide), show_plot=False)
+    assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in before.items())
+    assert suggestions._fields == ('minimum', 'steep', 'valley', 'slide')
+    assert all(1e-7 <= lr <= 10 for lr in suggestions)
+    lrs = learn.recorder.lr_find.lrs
+    assert lrs[0] == pytest.approx(1e-7) and all(b > a for a, b in zip(lrs, lrs[1:]))
+    lr_min, lr_steep = learn.lr_find(num_it=30, suggest_funcs=(minimum, steep), show_plot=False)
+    assert learn.recorder.plot_lr_find().axes[0].get_xscale() == 'log'
+    learn.fit_one_cycle(1, 1e-3)
+    assert len(learn.recorder.plot_sched().axes) == 2 and learn.recorder.plot_loss().axes
+
+
+def test_suggestion_rules_on_a_known_curve():
+    from pets.lr_finder import minimum, steep, valley
+    lrs = torch.logspace(-7, 1, 81, dtype=torch.float64)
+    log_lr = torch.log10(lrs)
+    losses = 3 - 2 * torch.sigmoid((log_lr + 3) * 3) + torch.relu(log_lr + 0.5) ** 2  # drops around 1e-3, rises after
+    assert minimum(lrs, losses) == pytest.approx(lrs[int(losses.argmin())] / 10)
+    assert 10 ** -3.2 < steep(lrs, losses) < 10 ** -2.8
+    assert lrs[0] < valley(lrs, losses) < lrs[int(losses.argmin())]

@@ -1,0 +1,132 @@
+"""The learning-rate finder (Smith 2015): train briefly with an exponentially growing rate, watch the loss.
+
+    suggestions = learn.lr_find()                                   # SuggestedLRs(valley=...)
+    lr_min, lr_steep = learn.lr_find(suggest_funcs=(minimum, steep))
+
+Each batch uses the next rate of minigrad.schedule.lr_sweep (1e-7 to 10 by default); the loss is smoothed
+(an exponential moving average, debiased, as fastai's recorder) and the sweep stops once it exceeds four
+times its minimum. The model and optimizer are put back as they were afterwards. The suggestion rules
+read the smoothed curve, without its first tenth and last five points (as fastai).
+"""
+import copy
+import math
+from collections import namedtuple
+
+import torch
+
+from minigrad.schedule import lr_sweep
+
+
+def minimum(lrs, losses):
+    """The rate at the lowest loss, divided by 10: still on the descending part, a safe step back."""
+    return lrs[int(torch.argmin(losses))] / 10
+
+
+def steep(lrs, losses):
+    """The rate where the loss falls fastest per decade: the most negative d loss / d log(lr)."""
+    slopes = (losses[1:] - losses[:-1]) / (torch.log(lrs[1:]) - torch.log(lrs[:-1]))
+    return lrs[int(torch.argmin(slopes))]
+
+
+def valley(lrs, losses):
+    """fastai's default: the longest stretch over which the loss keeps decreasing (a longest decreasing
+    subsequence, n points from `start`), and the rate at start + n/3 + n/6, halfway through its middle
+    third: well inside the valley, before its bottom, where training is fast but stable."""
+    n = len(losses)
+    run = [1] * n  # run[i]: the longest decreasing subsequence ending at point i
+    best_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and run[i] < run[j] + 1:
+                run[i] = run[j] + 1
+        if run[i] > run[best_end]:
+            best_end = i
+    start = best_end - run[best_end]
+    third = (best_end - start) / 3
+    return lrs[start + int(third) + int(third / 2)]
+
+
+def slide(lrs, losses, lr_diff=15, threshold=0.005):
+    """fastai's slide: walk a window of lr_diff points left from the end until the loss's gradient at its
+    two ends agrees within threshold; the rate at the window's left end."""
+    gradient = torch.gradient(losses)[0]
+    right, left = len(losses) - 1, len(losses) - 1 - lr_diff
+    suggestion = lrs[max(left, 0)]
+    while left >= 0 and abs(gradient[right] - gradient[left]) > threshold:
+        suggestion = lrs[left]
+        right, left = right - 1, left - 1
+    return suggestion
+
+
+class LRFinderResult:
+    """The sweep: rates, raw and smoothed losses."""
+
+    def __init__(self):
+        self.lrs, self.losses, self.smooth_losses = [], [], []
+
+
+def run_sweep(learn, start_lr=1e-7, end_lr=10.0, num_it=100, stop_div=True, beta=0.98):
+    """Trains num_it batches at the sweep's rates (all groups alike); returns the LRFinderResult.
+    The learner's model and optimizer state are restored at the end, whatever happens."""
+    if learn.opt is None:
+        learn.create_opt()
+    saved_model = copy.deepcopy(learn.model.state_dict())
+    saved_opt = learn.opt.state_dict()
+    result, average, best = LRFinderResult(), 0.0, math.inf
+    try:
+        learn.model.train()
+        for module in learn.frozen_batchnorms:
+            module.eval()
+        batches = iter(learn.dls.train)
+        for step, lr in enumerate(lr_sweep(start_lr, end_lr, num_it).tolist()):
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                batches = iter(learn.dls.train)
+                x, y = next(batches)
+            for group in learn.opt.param_groups:
+                group['lr'] = lr
+            loss = learn.loss_func(learn.model(learn.normalize(x)), y)
+            loss.backward()
+            learn.opt.step()
+            learn.opt.zero_grad()
+            value = loss.item()
+            average = beta * average + (1 - beta) * value
+            smooth = average / (1 - beta ** (step + 1))
+            result.lrs.append(lr)
+            result.losses.append(value)
+            result.smooth_losses.append(smooth)
+            best = min(best, smooth)
+            if not math.isfinite(smooth) or (stop_div and smooth > 4 * best):
+                break
+    finally:
+        learn.model.load_state_dict(saved_model)
+        learn.opt.load_state_dict(saved_opt)
+    return result
+
+
+def suggest(result, suggest_funcs, num_it):
+    """The suggestions of each rule, as a named tuple; the curve trimmed as fastai trims it."""
+    start, end = num_it // 10, len(result.lrs) - 5
+    if end - start < 3:
+        start, end = 0, len(result.lrs)
+    lrs = torch.tensor(result.lrs[start:end], dtype=torch.float64)
+    losses = torch.tensor(result.smooth_losses[start:end], dtype=torch.float64)
+    SuggestedLRs = namedtuple('SuggestedLRs', [f.__name__ for f in suggest_funcs])
+    return SuggestedLRs(*(float(f(lrs, losses)) for f in suggest_funcs))
+
+
+def plot_lr_find(result, suggestions=None):
+    """Smoothed loss against learning rate on a log scale, with the suggestions marked."""
+    import matplotlib.pyplot as plt
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(result.lrs, result.smooth_losses)
+    axis.set_xscale('log')
+    axis.set_xlabel('Learning Rate')
+    axis.set_ylabel('Loss')
+    for (name, lr), colour in zip((suggestions or {})._asdict().items() if suggestions else [], 'rgbcm'):
+        index = min(range(len(result.lrs)), key=lambda i: abs(math.log(result.lrs[i]) - math.log(lr)))
+        axis.plot(lr, result.smooth_losses[index], 'o', color=colour, label=f"{name}: {lr:.2e}")
+    if suggestions:
+        axis.legend()
+    return figure
