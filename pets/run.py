@@ -7,7 +7,8 @@ ImageNet, presizing to 256 and one-pass augmentation to 224, then this recipe:
      one-cycles; the head has already learnt, so the body takes small steps and keeps its ImageNet features.
 Eight images per class are too few to re-estimate BatchNorm statistics; keeping ImageNet's is what works
 (fastai's fine_tune keeps BatchNorm training: --recipe fastai runs exactly that instead).
-Prints the epoch table and the final error rate, and writes the table (CSV) to --out.
+Prints the epoch table, the final error rate and the most confused breeds, and writes to --out the table
+(CSV, Markdown) and plots: loss, schedule, confusion matrix, top losses, a batch.
 The book's recipe on the full data set: python -m pets.run --data pets --arch resnet34 --recipe fastai
 """
 import argparse
@@ -22,6 +23,7 @@ from pets.data.block import CategoryBlock, DataBlock, ImageBlock
 from pets.data.download import URLs, untar_data
 from pets.data.images import Resize
 from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
+from pets.interpret import ClassificationInterpretation
 from pets.learner import cnn_learner, error_rate
 from pets.models import ARCHS, PretrainedWeightsError
 
@@ -93,12 +95,35 @@ def main(argv=None):
         learn.fit_one_cycle(args.epochs, slice(args.lr / lr_mult, args.lr / 10), pct_start=0.3, div=5.0)
     final_error = learn.recorder.values[-1][2]
     print(f"final error rate: {final_error:.4f} (accuracy {1 - final_error:.2%}) on {len(dls.valid_ds)} images")
+    interp = ClassificationInterpretation.from_learner(learn)
+    print("most confused (actual, predicted, count):")
+    for actual, predicted, count in interp.most_confused()[:8]:
+        print(f"  {actual:<28} {predicted:<28} {count}")
+    write_results(out, learn, interp, dls)
+    return learn
+
+
+def write_results(out, learn, interp, dls):
+    """The epoch table (CSV and Markdown) and the plots, into the folder `out`."""
+    import matplotlib
+    matplotlib.use('Agg')  # files only: no window, whatever the machine has
+    import matplotlib.pyplot as plt
+
+    header, rows = learn.recorder.header[1:-1], learn.recorder.values
     with open(out / 'history.csv', 'w', newline='') as file:
         writer = csv.writer(file)
-        writer.writerow(learn.recorder.header[1:-1])
-        writer.writerows(learn.recorder.values)
-    print(f"wrote {out / 'history.csv'}")
-    return learn
+        writer.writerow(['epoch', *header])
+        writer.writerows([i, *row] for i, row in enumerate(rows))
+    lines = ['| epoch | ' + ' | '.join(header) + ' |', '|' + '---|' * (len(header) + 1)]
+    lines += [f"| {i} | " + ' | '.join(f"{v:.6f}" for v in row) + ' |' for i, row in enumerate(rows)]
+    (out / 'history.md').write_text('\n'.join(lines) + '\n')
+    figures = {'loss': learn.recorder.plot_loss(), 'schedule': learn.recorder.plot_sched(),
+               'confusion_matrix': interp.plot_confusion_matrix(), 'top_losses': interp.plot_top_losses(9),
+               'batch': dls.show_batch()}
+    for name, figure in figures.items():
+        figure.savefig(out / f"{name}.png")
+        plt.close(figure)
+    print(f"wrote {out}/: history.csv, history.md, " + ', '.join(f"{name}.png" for name in figures))
 
 
 if __name__ == '__main__':

@@ -100,7 +100,10 @@ def test_run_trains_on_a_folder_and_writes_the_table(pet_folder, tmp_path, capsy
           '--freeze-epochs', '1', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0',
           '--out', str(tmp_path / 'out')])
     out = capsys.readouterr().out
-    assert 'final error rate' in out and (tmp_path / 'out' / 'history.csv').read_text().count('\n') == 3
+    assert 'final error rate' in out and 'most confused' in out
+    assert (tmp_path / 'out' / 'history.csv').read_text().count('\n') == 3
+    assert {p.name for p in (tmp_path / 'out').iterdir()} == {
+        'history.csv', 'history.md', 'loss.png', 'schedule.png', 'confusion_matrix.png', 'top_losses.png', 'batch.png'}
 
 
 def test_run_reports_user_errors(tmp_path):
@@ -137,3 +140,21 @@ def test_suggestion_rules_on_a_known_curve():
     assert minimum(lrs, losses) == pytest.approx(lrs[int(losses.argmin())] / 10)
     assert 10 ** -3.2 < steep(lrs, losses) < 10 ** -2.8
     assert lrs[0] < valley(lrs, losses) < lrs[int(losses.argmin())]
+
+
+def test_interpretation(dls):
+    import matplotlib
+    matplotlib.use('Agg')
+    from pets.interpret import ClassificationInterpretation
+    learn = learner(dls)
+    interp = ClassificationInterpretation.from_learner(learn)
+    matrix = interp.confusion_matrix()
+    assert matrix.shape == (3, 3) and matrix.sum() == len(dls.valid_ds)
+    assert torch.equal(matrix.sum(1), torch.bincount(interp.targets, minlength=3))
+    confused = interp.most_confused()
+    assert all(a != p and n >= 1 for a, p, n in confused)
+    assert [n for _, _, n in confused] == sorted((n for _, _, n in confused), reverse=True)
+    assert sum(n for _, _, n in confused) == int((interp.predictions != interp.targets).sum())
+    losses, indices = interp.top_losses(3)
+    assert (losses[:-1] >= losses[1:]).all() and len(indices) == 3
+    assert interp.plot_confusion_matrix().axes and len(interp.plot_top_losses(3).axes) == 3

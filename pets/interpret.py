@@ -1,0 +1,70 @@
+"""Looking at what the model gets wrong: the confusion matrix, the most confused pairs, the top losses.
+
+    interp = ClassificationInterpretation.from_learner(learn)
+    interp.most_confused(min_val=2)       # [('staffordshire_bull_terrier', 'american_pit_bull_terrier', 3), ...]
+    interp.plot_confusion_matrix(figsize=(12, 12), dpi=60)
+"""
+import torch
+
+from pets.data.show import show_images
+
+
+class ClassificationInterpretation:
+    """Predictions, targets and per-sample losses of one data set, and views of them."""
+
+    def __init__(self, learn, dl, probabilities, targets, losses):
+        self.learn, self.dl, self.vocab = learn, dl, learn.dls.vocab
+        self.probabilities, self.targets, self.losses = probabilities, targets, losses
+        self.predictions = probabilities.argmax(dim=1)
+
+    @classmethod
+    def from_learner(cls, learn, ds_idx=1):
+        """Runs the learner over data set ds_idx (1: validation)."""
+        probabilities, targets, losses = learn.get_preds(ds_idx=ds_idx, with_loss=True)
+        return cls(learn, learn.dls[ds_idx], probabilities, targets, losses)
+
+    def confusion_matrix(self):
+        """C x C counts: row = actual class, column = predicted class."""
+        n = len(self.vocab)
+        return torch.bincount(self.targets * n + self.predictions, minlength=n * n).reshape(n, n)
+
+    def most_confused(self, min_val=1):
+        """(actual, predicted, count) for every off-diagonal cell with count >= min_val, largest first."""
+        matrix = self.confusion_matrix()
+        pairs = [(self.vocab[a], self.vocab[p], int(matrix[a, p]))
+                 for a in range(len(self.vocab)) for p in range(len(self.vocab))
+                 if a != p and matrix[a, p] >= min_val]
+        return sorted(pairs, key=lambda pair: -pair[2])
+
+    def top_losses(self, k=None):
+        """(losses, indices) of the k samples with the highest loss, highest first."""
+        return self.losses.topk(min(k or len(self.losses), len(self.losses)))
+
+    def plot_confusion_matrix(self, figsize=(12, 12), dpi=60, cmap='Blues'):
+        """The confusion matrix as a labelled heat map with its counts."""
+        import matplotlib.pyplot as plt
+        matrix = self.confusion_matrix()
+        figure, axis = plt.subplots(figsize=figsize, dpi=dpi)
+        axis.imshow(matrix, cmap=cmap)
+        ticks = range(len(self.vocab))
+        axis.set_xticks(ticks, self.vocab, rotation=90)
+        axis.set_yticks(ticks, self.vocab)
+        for (a, p), count in zip(((a, p) for a in ticks for p in ticks), matrix.flatten().tolist()):
+            if count:
+                axis.text(p, a, count, ha='center', va='center',
+                          color='white' if count > matrix.max() / 2 else 'black')
+        axis.set_xlabel('Predicted')
+        axis.set_ylabel('Actual')
+        axis.set_title('Confusion matrix')
+        figure.tight_layout()
+        return figure
+
+    def plot_top_losses(self, k=9, nrows=None):
+        """The k images with the highest loss, titled predicted / actual / loss / probability of the actual."""
+        losses, indices = self.top_losses(k)
+        items = [self.dl.dataset.items[int(i)] for i in indices]
+        images = self.learn.dls.test_dl(items, bs=len(items)).one_batch()
+        titles = [f"{self.vocab[int(self.predictions[i])]}/{self.vocab[int(self.targets[i])]}\n"
+                  f"{float(loss):.2f} / {float(self.probabilities[i, self.targets[i]]):.2f}"
+                  for loss, i in zip(losses, indices)]
+        return show_images(images, titles, nrows=nrows, ncols=min(3, len(items)))
