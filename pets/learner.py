@@ -144,6 +144,25 @@ class Learner:
         """Trains every layer group; train_bn=False keeps the body's BatchNorm layers frozen whole."""
         self._set_trainable(0, 0 if train_bn else len(self.groups) - 1)
 
+    def train_mode(self):
+        """Training mode, except for frozen BatchNorm layers, which keep their statistics (eval mode)."""
+        self.model.train()
+        for module in self.frozen_batchnorms:
+            module.eval()
+
+    def train_step(self, x, y):
+        """One optimizer step on a batch; returns the loss. A non-finite loss stops before the step, so the
+        weights stay the last good ones."""
+        loss = self.loss_func(self.model(self.normalize(x)), y)
+        if not torch.isfinite(loss):
+            lr = self.opt.param_groups[-1]['lr']
+            raise FloatingPointError(f"the loss became {loss.item()} at learning rate {lr:.2e}: lower the "
+                                     f"learning rate (or train in fp32 if mixed precision is on)")
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad()
+        return loss
+
     def _set_hypers(self, lrs, mom):
         for group, lr in zip(self.opt.param_groups, lrs):
             group['lr'] = lr
@@ -170,21 +189,16 @@ class Learner:
         step = 0
         for epoch in range(n_epoch):
             start = time.time()
-            self.model.train()
-            for module in self.frozen_batchnorms:
-                module.eval()
+            self.train_mode()
             total, count = 0.0, 0
             batches = tqdm(self.dls.train, leave=False, disable=None if self.progress else True, desc=f"epoch {epoch}")
             for x, y in batches:
                 step_lrs, mom = schedule(step) if schedule else (lrs, None)
                 self._set_hypers(step_lrs, mom)
-                loss = self.loss_func(self.model(self.normalize(x)), y)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"the loss became {loss.item()} at epoch {epoch}, step {step} "
-                                             f"(lr {step_lrs[-1]:.2e}): lower the learning rate")
-                loss.backward()
-                self.opt.step()
-                self.opt.zero_grad()
+                try:
+                    loss = self.train_step(x, y)
+                except FloatingPointError as error:
+                    raise FloatingPointError(f"epoch {epoch}, step {step}: {error}") from None
                 self.recorder.losses.append(loss.item())
                 self.recorder.lrs.append(list(step_lrs))
                 self.recorder.moms.append(mom)

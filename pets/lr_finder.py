@@ -74,9 +74,7 @@ def run_sweep(learn, start_lr=1e-7, end_lr=10.0, num_it=100, stop_div=True, beta
     saved_opt = learn.opt.state_dict()
     result, average, best = LRFinderResult(), 0.0, math.inf
     try:
-        learn.model.train()
-        for module in learn.frozen_batchnorms:
-            module.eval()
+        learn.train_mode()
         batches = iter(learn.dls.train)
         for step, lr in enumerate(lr_sweep(start_lr, end_lr, num_it).tolist()):
             try:
@@ -86,11 +84,10 @@ def run_sweep(learn, start_lr=1e-7, end_lr=10.0, num_it=100, stop_div=True, beta
                 x, y = next(batches)
             for group in learn.opt.param_groups:
                 group['lr'] = lr
-            loss = learn.loss_func(learn.model(learn.normalize(x)), y)
-            loss.backward()
-            learn.opt.step()
-            learn.opt.zero_grad()
-            value = loss.item()
+            try:
+                value = learn.train_step(x, y).item()
+            except FloatingPointError:  # diverged: the end of the sweep
+                break
             average = beta * average + (1 - beta) * value
             smooth = average / (1 - beta ** (step + 1))
             result.lrs.append(lr)
