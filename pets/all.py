@@ -19,7 +19,8 @@ from pets.data.images import Resize, load_image, read_image, verify_images
 from pets.data.items import Categorize, RandomSplitter, RegexLabeller, get_image_files, using_attr
 from pets.data.show import show_images
 from pets.interpret import ClassificationInterpretation
-from pets.learner import Learner, accuracy, cnn_learner, error_rate, vision_learner
+from pets.export import load_learner
+from pets.learner import Learner, accuracy, cnn_learner, error_rate, top_k_accuracy, vision_learner
 from pets.lr_finder import minimum, slide, steep, valley
 from pets.models import efficientnet_lite0, resnet18, resnet34, resnet50, resnet101, resnet152
 
@@ -30,7 +31,7 @@ __all__ = [
     'get_image_files', 'RegexLabeller', 'using_attr', 'RandomSplitter', 'Categorize',
     'load_image', 'read_image', 'verify_images', 'Resize', 'aug_transforms',
     'DataBlock', 'ImageBlock', 'CategoryBlock', 'DataLoader', 'DataLoaders', 'show_images',
-    'Learner', 'cnn_learner', 'vision_learner', 'error_rate', 'accuracy', 'minimum', 'steep', 'valley', 'slide',
+    'Learner', 'cnn_learner', 'vision_learner', 'load_learner', 'error_rate', 'accuracy', 'top_k_accuracy', 'minimum', 'steep', 'valley', 'slide',
     'ClassificationInterpretation',
     'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'efficientnet_lite0',
 ]

@@ -36,6 +36,12 @@ def accuracy(predictions, targets):
     return (predictions.argmax(dim=1) == targets).float().mean()
 
 
+def top_k_accuracy(predictions, targets, k=5):
+    """The share of samples whose target is among the k highest-scoring classes."""
+    top = predictions.topk(min(k, predictions.shape[1]), dim=1).indices
+    return (top == targets[:, None]).any(dim=1).float().mean()
+
+
 class Recorder:
     """What training saw: per batch the loss, learning rates and momentum; per epoch the table's values."""
 
@@ -101,7 +107,7 @@ class Learner:
         self.std = torch.tensor(std, device=dls.device).view(1, 3, 1, 1)
         self.progress = progress
         self.recorder = Recorder(m.__name__ for m in self.metrics)
-        self.opt, self.frozen_batchnorms = None, []
+        self.opt, self.frozen_batchnorms, self.arch = None, [], None
 
     # --- the parts -----------------------------------------------------------------------------------------
 
@@ -236,6 +242,25 @@ class Learner:
             self.recorder.plot_lr_find()
         return self.recorder.lr_find_suggestions
 
+    def export(self, path='export.pth'):
+        """Saves weights, architecture, vocabulary and transforms for load_learner (pets.export)."""
+        from pets.export import export
+        return export(self, path)
+
+    def save(self, path):
+        """Saves the model's weights and the optimizer's state (to resume training)."""
+        torch.save({'model': self.model.state_dict(), 'opt': self.opt.state_dict() if self.opt else None}, path)
+
+    def load(self, path):
+        """Loads what save wrote (weights_only: no code is unpickled)."""
+        saved = torch.load(path, map_location=self.dls.device, weights_only=True)
+        self.model.load_state_dict(saved['model'])
+        if saved['opt'] is not None:
+            if self.opt is None:
+                self.create_opt()
+            self.opt.load_state_dict(saved['opt'])
+        return self
+
     def _batches_outputs(self, dl):
         self.model.eval()
         outputs, targets = [], []
@@ -284,6 +309,7 @@ def cnn_learner(dls, arch, metrics=None, pretrained=True, loss_func=None, opt_fu
     config = arch_config(arch)
     learn = Learner(dls, model, layer_groups(model, arch), loss_func=loss_func, opt_func=opt_func, lr=lr, wd=wd,
                     metrics=metrics, mean=config.mean, std=config.std, progress=progress)
+    learn.arch = arch
     if pretrained:
         learn.freeze()
     return learn

@@ -100,6 +100,8 @@ def main(argv=None):
     for actual, predicted, count in interp.most_confused()[:8]:
         print(f"  {actual:<28} {predicted:<28} {count}")
     write_results(out, learn, interp, dls)
+    learn.export(out / 'model.pth')
+    print(f"exported the model: python -m pets.predict {out / 'model.pth'} IMAGE...")
     return learn
 
 

@@ -103,7 +103,8 @@ def test_run_trains_on_a_folder_and_writes_the_table(pet_folder, tmp_path, capsy
     assert 'final error rate' in out and 'most confused' in out
     assert (tmp_path / 'out' / 'history.csv').read_text().count('\n') == 3
     assert {p.name for p in (tmp_path / 'out').iterdir()} == {
-        'history.csv', 'history.md', 'loss.png', 'schedule.png', 'confusion_matrix.png', 'top_losses.png', 'batch.png'}
+        'history.csv', 'history.md', 'loss.png', 'schedule.png', 'confusion_matrix.png', 'top_losses.png', 'batch.png',
+        'model.pth'}
 
 
 def test_run_reports_user_errors(tmp_path):
@@ -158,3 +159,40 @@ def test_interpretation(dls):
     losses, indices = interp.top_losses(3)
     assert (losses[:-1] >= losses[1:]).all() and len(indices) == 3
     assert interp.plot_confusion_matrix().axes and len(interp.plot_top_losses(3).axes) == 3
+
+
+def test_export_load_learner_and_predict_cli(dls, pet_folder, tmp_path, capsys):
+    import pickle
+    from pets.export import load_learner
+    from pets.predict import main as predict_main
+    learn = learner(dls)
+    learn.fit(1, lr=1e-3)
+    path = learn.export(tmp_path / 'model.pth')
+    predictor = load_learner(path)
+    files = dls.valid_ds.items[:3]
+    expected, _ = learn.get_preds(dl=dls.test_dl(files))
+    torch.testing.assert_close(predictor.predict_files(files), expected, atol=1e-5, rtol=0)
+    label, index, _ = predictor.predict(files[0])
+    assert label == learn.predict(files[0])[0] and label == dls.vocab[index]
+    capsys.readouterr()
+    assert predict_main([str(path), str(files[0]), '--top', '2']) == 0
+    assert capsys.readouterr().out.startswith(f"{files[0]}: {label} ")
+    (tmp_path / 'evil.pth').write_bytes(pickle.dumps(Exception('runs code on load')))
+    assert predict_main([str(tmp_path / 'evil.pth'), str(files[0])]) == 2
+
+
+def test_save_and_load_restore_weights_and_optimizer(dls, tmp_path):
+    learn = learner(dls)
+    learn.fit(1, lr=1e-3)
+    learn.save(tmp_path / 'checkpoint.pth')
+    other = learner(dls).load(tmp_path / 'checkpoint.pth')
+    for a, b in zip(learn.model.state_dict().values(), other.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert other.opt.state_dict()['state'].keys() == learn.opt.state_dict()['state'].keys()
+
+
+def test_top_k_accuracy():
+    from pets.learner import top_k_accuracy
+    scores = torch.tensor([[0.1, 0.5, 0.4], [0.8, 0.15, 0.05]])
+    assert top_k_accuracy(scores, torch.tensor([2, 2]), k=2) == 0.5
+    assert top_k_accuracy(scores, torch.tensor([2, 2]), k=3) == 1.0
