@@ -108,6 +108,7 @@ class Learner:
         self.progress = progress
         self.recorder = Recorder(m.__name__ for m in self.metrics)
         self.opt, self.frozen_batchnorms, self.arch = None, [], None
+        self.mixed_precision, self.scaler = False, None
 
     # --- the parts -----------------------------------------------------------------------------------------
 
@@ -159,15 +160,38 @@ class Learner:
     def train_step(self, x, y):
         """One optimizer step on a batch; returns the loss. A non-finite loss stops before the step, so the
         weights stay the last good ones."""
-        loss = self.loss_func(self.model(self.normalize(x)), y)
+        with self._autocast():
+            loss = self.loss_func(self.model(self.normalize(x)), y)
         if not torch.isfinite(loss):
             lr = self.opt.param_groups[-1]['lr']
             raise FloatingPointError(f"the loss became {loss.item()} at learning rate {lr:.2e}: lower the "
                                      f"learning rate (or train in fp32 if mixed precision is on)")
-        loss.backward()
-        self.opt.step()
+        if self.scaler is not None:  # fp16: scale the loss so small gradients do not flush to zero
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)  # skipped, and the scale lowered, if any gradient overflowed
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.opt.step()
         self.opt.zero_grad()
         return loss
+
+    def to_fp16(self):
+        """Mixed precision: the forward pass in float16 on a GPU (with dynamic loss scaling) or bfloat16 on
+        the CPU (same exponent range as float32: no scaling needed); weights and optimizer stay float32."""
+        self.mixed_precision = True
+        self.scaler = torch.amp.GradScaler('cuda') if self.dls.device.type == 'cuda' else None
+        return self
+
+    def to_fp32(self):
+        """Back to full precision."""
+        self.mixed_precision, self.scaler = False, None
+        return self
+
+    def _autocast(self):
+        device = self.dls.device.type
+        return torch.autocast(device, dtype=torch.float16 if device == 'cuda' else torch.bfloat16,
+                              enabled=self.mixed_precision)
 
     def _set_hypers(self, lrs, mom):
         for group, lr in zip(self.opt.param_groups, lrs):
@@ -264,7 +288,7 @@ class Learner:
     def _batches_outputs(self, dl):
         self.model.eval()
         outputs, targets = [], []
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             for batch in dl:
                 x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
                 outputs.append(self.model(self.normalize(x)).float())

@@ -37,7 +37,9 @@ def parse_args(argv):
     parser.add_argument('--recipe', default='frozen-bn', choices=['frozen-bn', 'fastai'])
     parser.add_argument('--epochs', type=int, default=3)
     parser.add_argument('--freeze-epochs', type=int, default=6)
-    parser.add_argument('--lr', type=float, default=3e-3, help="the head's peak learning rate")
+    parser.add_argument('--lr', type=learning_rate, default=3e-3,
+                        help="the head's peak learning rate, or 'find' for lr_find's valley suggestion")
+    parser.add_argument('--fp16', action='store_true', help='mixed precision (float16 on a GPU, bfloat16 on a CPU)')
     parser.add_argument('--lr-mult', type=float, default=None,
                         help='unfrozen phase: the first layer group trains at lr / lr_mult (default 1000; '
                              "fastai's 100 with --recipe fastai)")
@@ -50,6 +52,15 @@ def parse_args(argv):
     parser.add_argument('--device', default=None, help="'cpu', 'cuda' (default: the GPU if there is one)")
     parser.add_argument('--out', default='pets-output', help='folder for the results')
     return parser.parse_args(argv)
+
+
+def learning_rate(text):
+    if text == 'find':
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'find'") from None
 
 
 def data_folder(data):
@@ -68,6 +79,8 @@ class UserError(Exception):
 
 
 def main(argv=None):
+    import matplotlib
+    matplotlib.use('Agg')  # the script writes plots to files: no window, whatever the machine has
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     out = Path(args.out)
@@ -85,6 +98,13 @@ def main(argv=None):
         raise UserError(str(error)) from None
     print(f"{len(dls.train_ds)} training and {len(dls.valid_ds)} validation images, {dls.c} classes; "
           f"{args.arch}, {'pretrained' if args.pretrained else 'from scratch'}, recipe {args.recipe}")
+    if args.fp16:
+        learn.to_fp16()
+    if args.lr == 'find':
+        learn.freeze(train_bn=args.recipe == 'fastai')
+        args.lr = learn.lr_find(show_plot=False).valley
+        print(f"lr_find suggests {args.lr:.2e} (valley)")
+        save_figure(learn.recorder.plot_lr_find(), out / 'lr_find.png')
     if args.recipe == 'fastai':
         learn.fine_tune(args.epochs, base_lr=args.lr, freeze_epochs=args.freeze_epochs, lr_mult=args.lr_mult or 100)
     else:
@@ -105,12 +125,14 @@ def main(argv=None):
     return learn
 
 
+def save_figure(figure, path):
+    import matplotlib.pyplot as plt
+    figure.savefig(path)
+    plt.close(figure)
+
+
 def write_results(out, learn, interp, dls):
     """The epoch table (CSV and Markdown) and the plots, into the folder `out`."""
-    import matplotlib
-    matplotlib.use('Agg')  # files only: no window, whatever the machine has
-    import matplotlib.pyplot as plt
-
     header, rows = learn.recorder.header[1:-1], learn.recorder.values
     with open(out / 'history.csv', 'w', newline='') as file:
         writer = csv.writer(file)
@@ -123,8 +145,7 @@ def write_results(out, learn, interp, dls):
                'confusion_matrix': interp.plot_confusion_matrix(), 'top_losses': interp.plot_top_losses(9),
                'batch': dls.show_batch()}
     for name, figure in figures.items():
-        figure.savefig(out / f"{name}.png")
-        plt.close(figure)
+        save_figure(figure, out / f"{name}.png")
     print(f"wrote {out}/: history.csv, history.md, " + ', '.join(f"{name}.png" for name in figures))
 
 

@@ -107,6 +107,13 @@ def test_run_trains_on_a_folder_and_writes_the_table(pet_folder, tmp_path, capsy
         'model.pth'}
 
 
+def test_run_with_lr_find_and_fp16(pet_folder, tmp_path, capsys):
+    main(['--data', str(pet_folder), '--arch', 'resnet18', '--no-pretrained', '--epochs', '1',
+          '--freeze-epochs', '1', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0',
+          '--lr', 'find', '--fp16', '--out', str(tmp_path)])
+    assert 'lr_find suggests' in capsys.readouterr().out and (tmp_path / 'lr_find.png').exists()
+
+
 def test_run_reports_user_errors(tmp_path):
     with pytest.raises(UserError, match="no such folder"):
         main(['--data', str(tmp_path / 'nowhere'), '--out', str(tmp_path)])
@@ -196,3 +203,16 @@ def test_top_k_accuracy():
     scores = torch.tensor([[0.1, 0.5, 0.4], [0.8, 0.15, 0.05]])
     assert top_k_accuracy(scores, torch.tensor([2, 2]), k=2) == 0.5
     assert top_k_accuracy(scores, torch.tensor([2, 2]), k=3) == 1.0
+
+
+def test_mixed_precision_on_the_cpu_is_bfloat16_autocast(dls):
+    learn = learner(dls).to_fp16()
+    learn.unfreeze()
+    learn.fit(1, lr=1e-3)
+    assert learn.mixed_precision and learn.scaler is None
+    assert all(p.dtype == torch.float32 for p in learn.model.parameters())
+    assert all(torch.isfinite(torch.tensor(v)).all() for v in learn.recorder.values)
+    with learn._autocast():
+        assert learn.model(torch.rand(2, 3, 32, 32)).dtype == torch.bfloat16
+    probabilities, _ = learn.to_fp32().get_preds()
+    assert probabilities.dtype == torch.float32 and not learn.mixed_precision
