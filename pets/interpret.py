@@ -45,7 +45,7 @@ class ClassificationInterpretation:
         import matplotlib.pyplot as plt
         matrix = self.confusion_matrix()
         figure, axis = plt.subplots(figsize=figsize, dpi=dpi)
-        axis.imshow(matrix, cmap=cmap)
+        axis.imshow(matrix.numpy(), cmap=cmap)
         ticks = range(len(self.vocab))
         axis.set_xticks(ticks, self.vocab, rotation=90)
         axis.set_yticks(ticks, self.vocab)
