@@ -47,9 +47,10 @@ def test_model_shapes_and_layer_groups(arch):
 
 def test_resnet_groups_are_fastais_split():
     model = create_cnn_model(resnet34, 37, pretrained=False)
-    body_groups = layer_groups(model, resnet34)[:2]
-    assert list(body_groups[0].children())[-1] is model[0].layer2 if hasattr(model[0], 'layer2') else True
-    assert [type(m).__name__ for m in body_groups[1].children()] == ['Sequential', 'Sequential']  # layer3, layer4
+    body = list(model[0].children())  # conv1, bn1, relu, maxpool, layer1, layer2, layer3, layer4
+    first, second, head = layer_groups(model, resnet34)
+    assert list(first.children()) == body[:6] and list(second.children()) == body[6:] and head is model[1]
+    assert [len(layer) for layer in body[6:]] == [6, 3]  # resnet34's layer3 and layer4
     assert arch_config(resnet34).mean == (0.485, 0.456, 0.406)
     assert arch_config('efficientnet_lite0').mean == (0.5, 0.5, 0.5)
 
