@@ -2,7 +2,6 @@
 import statistics
 import time
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
 

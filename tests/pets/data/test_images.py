@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from pets.data.images import ImageLoadError, Resize, image_to_tensor, load_image, read_image, verify_images
 
