@@ -18,7 +18,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import print_table  # noqa: E402
 
 from minigrad.functional import cross_entropy  # noqa: E402
-from minigrad.optim import Adam  # noqa: E402
 from pets.augment import aug_transforms  # noqa: E402
 from pets.data.block import DataBlock  # noqa: E402
 from pets.data.download import URLs, untar_data  # noqa: E402
@@ -62,7 +61,8 @@ def main():
         torch.manual_seed(0)
         learn = cnn_learner(dls, 'resnet18', pretrained=False, progress=False)  # the same model, built alike
         model, mean, std = learn.model, learn.mean, learn.std
-        optimizer = Adam([{'params': list(g.parameters())} for g in learn.groups], lr=1e-3)
+        learn.create_opt()
+        optimizer = learn.opt  # the same param groups (weights decayed; BatchNorm and biases not)
         start = time.perf_counter()
         model.train()
         for x, y in dls.train:

@@ -113,8 +113,19 @@ class Learner:
     # --- the parts -----------------------------------------------------------------------------------------
 
     def create_opt(self):
-        """One param group per layer group; only parameters that train (requires_grad) are stepped."""
-        param_groups = [{'params': list(group.parameters())} for group in self.groups]
+        """Two param groups per layer group, both at the layer group's learning rate: its weights, with
+        weight decay, and its BatchNorm parameters and biases, without (fastai's wd_bn_bias=False: decaying
+        a BatchNorm scale or a bias towards 0 only fights the normalisation). Only parameters that train
+        (requires_grad, so a gradient) are stepped."""
+        param_groups = []
+        for layer_group in self.groups:
+            decayed, not_decayed = [], []
+            for module in layer_group.modules():
+                is_batchnorm = isinstance(module, nn.modules.batchnorm._BatchNorm)
+                for name, p in module.named_parameters(recurse=False):
+                    (not_decayed if is_batchnorm or name == 'bias' else decayed).append(p)
+            param_groups += [{'params': decayed, 'decayed': True},
+                             {'params': not_decayed, 'decayed': False, 'weight_decay': 0.0}]
         options = {} if self.wd is None else {'weight_decay': self.wd}
         self.opt = self.opt_func(param_groups, lr=self.lr, **options)
 
@@ -194,8 +205,8 @@ class Learner:
                               enabled=self.mixed_precision)
 
     def _set_hypers(self, lrs, mom):
-        for group, lr in zip(self.opt.param_groups, lrs):
-            group['lr'] = lr
+        for i, group in enumerate(self.opt.param_groups):
+            group['lr'] = lrs[i // 2]  # two param groups per layer group (see create_opt)
             if mom is not None:
                 if 'betas' in group:
                     group['betas'] = (mom, group['betas'][1])
@@ -213,7 +224,8 @@ class Learner:
             self.create_opt()
         if wd is not None:
             for group in self.opt.param_groups:
-                group['weight_decay'] = wd
+                if group['decayed']:
+                    group['weight_decay'] = wd
         lrs = discriminative_lrs(lr if lr is not None else self.lr, len(self.groups))
         self._print_row(self.recorder.header)
         step = 0

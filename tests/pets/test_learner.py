@@ -216,3 +216,17 @@ def test_mixed_precision_on_the_cpu_is_bfloat16_autocast(dls):
         assert learn.model(torch.rand(2, 3, 32, 32)).dtype == torch.bfloat16
     probabilities, _ = learn.to_fp32().get_preds()
     assert probabilities.dtype == torch.float32 and not learn.mixed_precision
+
+
+def test_batchnorm_and_bias_are_not_decayed(dls):
+    learn = learner(dls, wd=0.1)
+    learn.create_opt()
+    groups = learn.opt.param_groups
+    assert len(groups) == 2 * len(learn.groups)
+    decayed = {id(p) for g in groups if g['weight_decay'] > 0 for p in g['params']}
+    body = learn.groups[0]
+    assert id(body[0].weight) in decayed and id(body[1].weight) not in decayed and id(body[1].bias) not in decayed
+    assert [g['weight_decay'] for g in groups] == [0.1, 0.0] * 3
+    learn.fit(1, lr=slice(1e-5, 1e-3), wd=0.2)
+    assert [g['weight_decay'] for g in groups] == [0.2, 0.0] * 3
+    assert [g['lr'] for g in groups] == pytest.approx([1e-5, 1e-5, 1e-4, 1e-4, 1e-3, 1e-3])
