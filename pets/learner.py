@@ -95,11 +95,14 @@ class Learner:
         lr: the default learning rate; wd: weight decay (None: the optimizer's default, 0.01 for Adam).
         metrics: functions (logits, targets) -> number, reported each epoch.
         mean, std: per-channel input normalisation (the pretrained weights' own).
+        cbs: callbacks: objects with any of the methods before_fit, after_batch, after_epoch, after_fit,
+            each called with the learner (after_batch also sees learn.loss, after_epoch learn.epoch).
     """
 
     def __init__(self, dls, model, groups, loss_func=None, opt_func=Adam, lr=1e-3, wd=None, metrics=None,
-                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), progress=True):
+                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), progress=True, cbs=None):
         self.dls, self.model, self.groups = dls, model.to(dls.device), groups
+        self.cbs = list(cbs) if isinstance(cbs, (list, tuple)) else [cbs] if cbs else []
         self.loss_func = loss_func or cross_entropy
         self.opt_func, self.lr, self.wd = opt_func, lr, wd
         self.metrics = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics] if metrics else []
@@ -204,6 +207,12 @@ class Learner:
         return torch.autocast(device, dtype=torch.float16 if device == 'cuda' else torch.bfloat16,
                               enabled=self.mixed_precision)
 
+    def _callback(self, event):
+        for cb in self.cbs:
+            method = getattr(cb, event, None)
+            if method is not None:
+                method(self)
+
     def _set_hypers(self, lrs, mom):
         for i, group in enumerate(self.opt.param_groups):
             group['lr'] = lrs[i // 2]  # two param groups per layer group (see create_opt)
@@ -228,8 +237,10 @@ class Learner:
                     group['weight_decay'] = wd
         lrs = discriminative_lrs(lr if lr is not None else self.lr, len(self.groups))
         self._print_row(self.recorder.header)
+        self._callback('before_fit')
         step = 0
         for epoch in range(n_epoch):
+            self.epoch = epoch
             start = time.time()
             self.train_mode()
             total, count = 0.0, 0
@@ -241,6 +252,8 @@ class Learner:
                     loss = self.train_step(x, y)
                 except FloatingPointError as error:
                     raise FloatingPointError(f"epoch {epoch}, step {step}: {error}") from None
+                self.loss = loss
+                self._callback('after_batch')
                 self.recorder.losses.append(loss.item())
                 self.recorder.lrs.append(list(step_lrs))
                 self.recorder.moms.append(mom)
@@ -249,6 +262,8 @@ class Learner:
             values = [epoch, total / max(count, 1), valid_loss, *metrics]
             self.recorder.values.append(values[1:])
             self._print_row([*values, time.strftime('%M:%S', time.gmtime(time.time() - start))])
+            self._callback('after_epoch')
+        self._callback('after_fit')
 
     def fit_one_cycle(self, n_epoch, lr_max=None, div=25.0, div_final=1e5, pct_start=0.25, wd=None,
                       moms=(0.95, 0.85, 0.95)):
@@ -338,13 +353,13 @@ class Learner:
 
 
 def cnn_learner(dls, arch, metrics=None, pretrained=True, loss_func=None, opt_func=Adam, lr=1e-3, wd=None,
-                progress=True):
+                cbs=None, progress=True):
     """A Learner for a pretrained CNN: arch's body with a new head for dls.c classes, frozen to the head,
     inputs normalised with arch's mean and std."""
     model = create_cnn_model(arch, dls.c, pretrained=pretrained)
     config = arch_config(arch)
     learn = Learner(dls, model, layer_groups(model, arch), loss_func=loss_func, opt_func=opt_func, lr=lr, wd=wd,
-                    metrics=metrics, mean=config.mean, std=config.std, progress=progress)
+                    metrics=metrics, mean=config.mean, std=config.std, progress=progress, cbs=cbs)
     learn.arch = arch
     if pretrained:
         learn.freeze()

@@ -230,3 +230,41 @@ def test_batchnorm_and_bias_are_not_decayed(dls):
     learn.fit(1, lr=slice(1e-5, 1e-3), wd=0.2)
     assert [g['weight_decay'] for g in groups] == [0.2, 0.0] * 3
     assert [g['lr'] for g in groups] == pytest.approx([1e-5, 1e-5, 1e-4, 1e-4, 1e-3, 1e-3])
+
+
+def test_frozen_body_weights_do_not_move_and_callbacks_are_called(dls):
+    events = []
+
+    class Record:
+        def before_fit(self, learn):
+            events.append('before_fit')
+
+        def after_batch(self, learn):
+            events.append(('batch', float(learn.loss)))
+
+        def after_epoch(self, learn):
+            events.append(('epoch', learn.epoch))
+
+        def after_fit(self, learn):
+            events.append('after_fit')
+
+    learn = learner(dls, cbs=Record())
+    learn.freeze()
+    conv, batchnorm = learn.groups[0][0], learn.groups[0][1]
+    conv_before, bn_before = conv.weight.clone(), batchnorm.weight.clone()
+    learn.fit_one_cycle(1, 1e-2)
+    assert torch.equal(conv.weight, conv_before) and not torch.equal(batchnorm.weight, bn_before)
+    assert events[0] == 'before_fit' and events[-1] == 'after_fit' and events[-2] == ('epoch', 0)
+    assert sum(1 for e in events if e[0] == 'batch') == len(dls.train)
+
+
+def test_most_confused_on_a_constructed_case(dls):
+    from pets.interpret import ClassificationInterpretation
+    targets = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    predicted = torch.tensor([1, 1, 0, 0, 1, 0, 1, 2])
+    probabilities = torch.nn.functional.one_hot(predicted, 3).float()
+    interp = ClassificationInterpretation(learner(dls), dls.valid, probabilities, targets, torch.zeros(8))
+    v = dls.vocab
+    assert interp.most_confused() == [(v[0], v[1], 2), (v[1], v[0], 1), (v[2], v[0], 1), (v[2], v[1], 1)]
+    assert interp.most_confused(min_val=2) == [(v[0], v[1], 2)]
+    assert interp.confusion_matrix().tolist() == [[1, 2, 0], [1, 1, 0], [1, 1, 1]]
