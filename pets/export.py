@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from minigrad import warp as W
 from pets.augment import AugTransform
-from pets.data.images import Resize, read_image
+from pets.data.block import ItemDataset
+from pets.data.images import Resize
 from pets.models import arch_config, create_cnn_model
 
 FORMAT = 'pets-export-1'
@@ -43,21 +43,15 @@ class Predictor:
         config = arch_config(arch)
         self.mean = torch.tensor(config.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(config.std).view(1, 3, 1, 1)
-        self.resize = None if presize is None else Resize(tuple(presize[:2]), method=presize[2], pad_mode=presize[3])
-        self.size = tuple(size) if size else None
+        resize = [] if presize is None else [Resize(tuple(presize[:2]), method=presize[2], pad_mode=presize[3])]
+        # The training loaders' own validation pipeline, so that a prediction sees what validation saw.
+        self.items = ItemDataset([], None, vocab, resize, train=False)
+        self.resample = AugTransform(size=tuple(size) if size else None, seed=0)
 
     def prepare(self, files):
         """The validation pipeline: decode, presize (centre), resize to the model's size, normalise."""
-        draft = self.resize.draft_size if self.resize is not None else None  # decode as the loaders do
-        images = [read_image(f, draft=draft) for f in files]
-        if self.resize is not None:
-            images = [self.resize(x, train=False) for x in images]
-        x = torch.stack(images)
-        if self.size is not None:
-            x = W.warp(x, torch.eye(3).repeat(len(x), 1, 1), self.size) / 255
-        else:
-            x = x.float() / 255
-        return (x - self.mean) / self.std
+        x = torch.stack([self.items.load(f) for f in files])
+        return (self.resample(x, train=False) - self.mean) / self.std
 
     def predict_files(self, files):
         """Probabilities (len(files), C)."""
