@@ -7,7 +7,7 @@ stops at the step that fails with what went wrong and what to change. The failur
 import torch
 from PIL import Image
 
-from pets.data.block import stack_images
+from pets.data.block import ItemDataset, stack_images
 from pets.data.images import image_to_tensor, load_image
 from pets.data.items import Categorize
 
@@ -80,12 +80,10 @@ def summary(block, source, bs=4):
     print(f"\nFinal sample: {describe((x, y))}")
 
     print(f"\nBuilding one batch of {len(first)}")
-    samples = [(x, y)]
-    for item in first[1:]:
-        image = image_to_tensor(load_image(block.get_x(item) if block.get_x else item))
-        for tfm in block.item_tfms:
-            image = tfm(image, train=True, generator=generator)
-        samples.append((image, vocab.encode(block.get_y(item))))
+    # The other samples as the loaders build them (ItemDataset.load: draft decoding included).
+    dataset = ItemDataset([], None, vocab.vocab, block.item_tfms, train=True)
+    samples = [(x, y)] + [(dataset.load(block.get_x(item) if block.get_x else item, seed=i),
+                           vocab.encode(block.get_y(item))) for i, item in enumerate(first[1:], start=1)]
     print("  Collating items in a batch")
     images = _apply("stack", stack_images, [s[0] for s in samples],
                     "give every image the same size with an item transform, e.g. item_tfms=Resize(460)")
