@@ -181,22 +181,25 @@ def _pixel_matrices(matrices, input_size, output_size, align_corners):
     return u.to(matrices.device) @ matrices.double() @ n.to(matrices.device)
 
 
-def _input_pixels(matrices, input_size, output_size, align_corners, offset, dtype):
-    """Input pixel positions (px, py), each (N, Ho, Wo), that the output pixels (j, i) read through
-    `matrices`: with the pixel map P = [[a, b, c], [d, e, f], [g, h, 1]] (see _pixel_matrices),
-        px = (a j + b i + c) / w,  py = (d j + e i + f) / w,  w = g j + h i + 1,
-    each built as a row term plus a column term, so that the big (N, Ho, Wo) arrays take one add each.
-
-    Entries of P within 1e-9 of an integer are made that integer: a map that sends pixels onto pixels
-    (the identity, flips, quarter turns) then gives exact integer positions and copies pixels exactly,
-    instead of mixing in 1e-7 of a neighbour through the rounding of cos(90 degrees).
-    """
-    out_h, out_w = output_size
+def _snapped_pixel_matrices(matrices, input_size, output_size, align_corners, dtype):
+    """_pixel_matrices with entries within 1e-9 of an integer made that integer: a map that sends pixels
+    onto pixels (the identity, flips, quarter turns) then gives exact integer positions and copies pixels
+    exactly, instead of mixing in 1e-7 of a neighbour through the rounding of cos(90 degrees)."""
     pixel_maps = _pixel_matrices(matrices, input_size, output_size, align_corners)
     nearest = pixel_maps.round()
-    pixel_maps = torch.where((pixel_maps - nearest).abs() < 1e-9, nearest, pixel_maps).to(dtype)
-    js = (torch.arange(out_w, dtype=dtype, device=matrices.device) + offset[0]).view(1, 1, out_w)
-    is_ = (torch.arange(out_h, dtype=dtype, device=matrices.device) + offset[1]).view(1, out_h, 1)
+    return torch.where((pixel_maps - nearest).abs() < 1e-9, nearest, pixel_maps).to(dtype)
+
+
+def _input_pixels(pixel_maps, output_size, offset):
+    """Input pixel positions (px, py), each (N, Ho, Wo), that the output pixels (j, i), shifted by `offset`,
+    read through the pixel maps P = [[a, b, c], [d, e, f], [g, h, 1]] (see _snapped_pixel_matrices):
+        px = (a j + b i + c) / w,  py = (d j + e i + f) / w,  w = g j + h i + 1,
+    each built as a row term plus a column term, so that the big (N, Ho, Wo) arrays take one add each.
+    """
+    out_h, out_w = output_size
+    dtype, device = pixel_maps.dtype, pixel_maps.device
+    js = (torch.arange(out_w, dtype=dtype, device=device) + offset[0]).view(1, 1, out_w)
+    is_ = (torch.arange(out_h, dtype=dtype, device=device) + offset[1]).view(1, out_h, 1)
 
     def row(r):  # P[r] . (j, i, 1), as (N, Ho, Wo)
         m = pixel_maps[:, r].view(-1, 3, 1, 1)
@@ -241,7 +244,7 @@ def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', alig
     the perspective divide (see transform_grid). For affine matrices and antialias=False this equals
     F.affine_grid(matrices[:, :2], ...) followed by F.grid_sample.
 
-    Antialiasing happens inside the same pass: where an image's mapping shrinks it by more than ~2x,
+    Antialiasing happens inside the same pass: where an image's mapping shrinks it by more than ~3x,
     each output pixel averages k x k samples of the mapping spread over its own footprint
     (k = supersampling_taps(scale)), the exact average of the output pixel's area in the limit. Nothing
     is resampled twice.
@@ -251,7 +254,7 @@ def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', alig
         matrices: (N, 3, 3).
         size: int or (height, width) of the output.
         mode, padding_mode, align_corners: as grid_sample (fastai's defaults for augmentation here).
-        antialias: supersample where the mapping shrinks the image by more than ~2x.
+        antialias: supersample where the mapping shrinks the image by more than ~3x.
     """
     out_h, out_w = (size, size) if isinstance(size, int) else tuple(size)
     if matrices.shape != (input.shape[0], 3, 3):
@@ -266,12 +269,13 @@ def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', alig
         single_group = len(chosen) == len(input)
         images = input if single_group else input.index_select(0, chosen)
         maps = matrices if single_group else matrices.index_select(0, chosen)
+        pixel_maps = _snapped_pixel_matrices(maps, input.shape[2:], (out_h, out_w), align_corners,
+                                             torch.promote_types(input.dtype, torch.float32))
         total = 0
         for i in range(k):
             for j in range(k):
                 offset = ((j + 0.5) / k - 0.5, (i + 0.5) / k - 0.5)
-                px, py = _input_pixels(maps, input.shape[2:], (out_h, out_w), align_corners, offset,
-                                       torch.promote_types(input.dtype, torch.float32))
+                px, py = _input_pixels(pixel_maps, (out_h, out_w), offset)
                 total = total + sample_pixels(images, px, py, mode, padding_mode, align_corners)
         part = total / (k * k) if k > 1 else total
         if single_group:
