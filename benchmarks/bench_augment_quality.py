@@ -105,8 +105,8 @@ def psnr(estimate, truth):
 
 def chain(x, matrices_in_order, size):
     """Resamples once per matrix: each pass maps its output onto the previous pass's image."""
-    for k, m in enumerate(matrices_in_order):
-        x = W.warp(x, m.float(), size if k == 0 else size, antialias=False).clamp(0, 1)
+    for m in matrices_in_order:
+        x = W.warp(x, m.float(), size, antialias=False).clamp(0, 1)
     return x
 
 
