@@ -17,6 +17,7 @@ import math
 import torch
 
 from minigrad import warp as W
+from pets.data.block import generator_from
 
 
 class AugTransform:
@@ -31,9 +32,7 @@ class AugTransform:
         self.max_lighting, self.max_warp = max_lighting, max_warp
         self.p_affine, self.p_lighting = p_affine, p_lighting
         self.mode, self.pad_mode, self.align_corners, self.batch = mode, pad_mode, align_corners, batch
-        # No seed: one drawn from torch's global generator, so torch.manual_seed(...) makes runs repeat.
-        seed = seed if seed is not None else int(torch.randint(0, 2**62, ()))
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = generator_from(seed)
         self.render = compiled_render() if fused else render
         self.last_matrices = None
 

@@ -129,7 +129,7 @@ class DataLoader:
         self.dataset, self.bs, self.shuffle = dataset, bs, shuffle
         self.device = torch.device(device) if device is not None else default_device()
         self.batch_tfms = list(batch_tfms)
-        self.generator = generator if generator is not None else _generator_from_global_rng()
+        self.generator = generator if generator is not None else generator_from()
         self.skipped = skipped if skipped is not None else {}
         # As fastai, training drops the last partial batch (a batch of 3 would make BatchNorm's statistics
         # noise), but only when there is at least one full batch to keep.
@@ -229,10 +229,10 @@ def default_num_workers():
     return min(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1, 8)
 
 
-def _generator_from_global_rng():
-    # No seed given: take one from torch's global generator, so that torch.manual_seed(...) before
-    # building the loaders makes them repeat, as in fastai.
-    return torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
+def generator_from(seed=None):
+    """A private torch.Generator seeded with `seed`; with no seed, with one drawn from torch's global
+    generator, so that torch.manual_seed(...) beforehand makes the run repeat, as in fastai."""
+    return torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ())))
 
 
 def _as_list(tfms):
@@ -300,13 +300,12 @@ class DataBlock:
         """
         train_ds, valid_ds = self.datasets(source)
         num_workers = default_num_workers() if num_workers is None else num_workers
-        seed = seed if seed is not None else int(torch.randint(0, 2**62, ()))
+        seed = int(generator_from(seed).initial_seed())
         skipped = {}
         common = dict(num_workers=num_workers, device=device, batch_tfms=self.batch_tfms, skipped=skipped)
         # One generator each, so that iterating the validation set never shifts the training order.
-        train = DataLoader(train_ds, bs=bs, shuffle=True, generator=torch.Generator().manual_seed(seed), **common)
-        valid = DataLoader(valid_ds, bs=val_bs or bs, shuffle=False,
-                           generator=torch.Generator().manual_seed(seed + 1), **common)
+        train = DataLoader(train_ds, bs=bs, shuffle=True, generator=generator_from(seed), **common)
+        valid = DataLoader(valid_ds, bs=val_bs or bs, shuffle=False, generator=generator_from(seed + 1), **common)
         return DataLoaders(train, valid, path=path)
 
     def summary(self, source, bs=4):
