@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from minigrad.functional import cross_entropy
 from minigrad.optim import Adam
 from minigrad.schedule import discriminative_lrs, one_cycle
+from pets.checkpoint import SaveCheckpoint, load_checkpoint, restore_checkpoint
 from pets.lr_finder import plot_lr_find, run_sweep, suggest, valley
 from pets.models import arch_config, create_cnn_model, layer_groups
 
@@ -112,6 +113,9 @@ class Learner:
         self.recorder = Recorder(m.__name__ for m in self.metrics)
         self.opt, self.frozen_batchnorms, self.arch = None, [], None
         self.mixed_precision, self.scaler = False, None
+        # Where training is, for checkpoints: the number of fit calls started, and (fit call, epoch done,
+        # epochs) of the running one; a checkpoint waiting to be resumed by the fit call it was made in.
+        self.fit_count, self.fit_progress, self._resume_from = 0, None, None
 
     # --- the parts -----------------------------------------------------------------------------------------
 
@@ -224,9 +228,15 @@ class Learner:
 
     # --- the loops -----------------------------------------------------------------------------------------
 
-    def fit(self, n_epoch, lr=None, wd=None, schedule=None):
+    def fit(self, n_epoch, lr=None, wd=None, schedule=None, resume=False):
         """Trains n_epoch epochs. lr: a float, list or slice (one rate per layer group); schedule(step) ->
-        (lrs, mom) overrides it step by step (fit_one_cycle passes one)."""
+        (lrs, mom) overrides it step by step (fit_one_cycle passes one). resume: continue from the last
+        checkpoint (see resume_from)."""
+        if resume and self._resume_from is None:
+            self.resume_from()
+        fit_index, self.fit_count = self.fit_count, self.fit_count + 1
+        if self._resume_from is not None and self._resume_from['progress']['fit_index'] > fit_index:
+            return  # this fit call had ended before the checkpoint was written
         if wd is not None:
             self.wd = wd
         if self.opt is None:
@@ -236,10 +246,18 @@ class Learner:
                 if group['decayed']:
                     group['weight_decay'] = wd
         lrs = discriminative_lrs(lr if lr is not None else self.lr, len(self.groups))
+        start_epoch = 0
+        if self._resume_from is not None:
+            saved, self._resume_from = self._resume_from, None
+            if saved['progress']['fit_index'] == fit_index:
+                restore_checkpoint(self, saved)
+                start_epoch = saved['progress']['epoch'] + 1
         self._print_row(self.recorder.header)
+        for epoch, row in enumerate(self.recorder.values[len(self.recorder.values) - start_epoch:]):
+            self._print_row([epoch, *row, 'resumed'])
         self._callback('before_fit')
-        step = 0
-        for epoch in range(n_epoch):
+        step = start_epoch * len(self.dls.train)
+        for epoch in range(start_epoch, n_epoch):
             self.epoch = epoch
             start = time.time()
             self.train_mode()
@@ -252,6 +270,11 @@ class Learner:
                     loss = self.train_step(x, y)
                 except FloatingPointError as error:
                     raise FloatingPointError(f"epoch {epoch}, step {step}: {error}") from None
+                except torch.OutOfMemoryError:
+                    raise torch.OutOfMemoryError(
+                        f"epoch {epoch}, step {step}: out of memory on {self.dls.device} with batch size "
+                        f"{self.dls.train.bs}: use a smaller batch size (pets.run --bs {max(1, self.dls.train.bs // 2)}"
+                        f"), or mixed precision (--fp16), which halves the activations") from None
                 self.loss = loss
                 self._callback('after_batch')
                 self.recorder.losses.append(loss.item())
@@ -262,21 +285,25 @@ class Learner:
             values = [epoch, total / max(count, 1), valid_loss, *metrics]
             self.recorder.values.append(values[1:])
             self._print_row([*values, time.strftime('%M:%S', time.gmtime(time.time() - start))])
+            self.fit_progress = (fit_index, epoch, n_epoch)
             self._callback('after_epoch')
         self._callback('after_fit')
 
     def fit_one_cycle(self, n_epoch, lr_max=None, div=25.0, div_final=1e5, pct_start=0.25, wd=None,
-                      moms=(0.95, 0.85, 0.95)):
+                      moms=(0.95, 0.85, 0.95), resume=False):
         """fit with fastai's one-cycle schedule (minigrad.schedule.one_cycle) of rates and momentum."""
         peaks = discriminative_lrs(lr_max if lr_max is not None else self.lr, len(self.groups))
         n_steps = max(1, n_epoch * len(self.dls.train))
         lrs, mom_values = one_cycle(n_steps, peaks, div, div_final, pct_start, moms)
         schedule = lambda step: (lrs[min(step, n_steps - 1)].tolist(), mom_values[min(step, n_steps - 1)].item())
-        self.fit(n_epoch, wd=wd, schedule=schedule)
+        self.fit(n_epoch, wd=wd, schedule=schedule, resume=resume)
 
-    def fine_tune(self, epochs, base_lr=2e-3, freeze_epochs=1, lr_mult=100, pct_start=0.3, div=5.0, **kwargs):
+    def fine_tune(self, epochs, base_lr=2e-3, freeze_epochs=1, lr_mult=100, pct_start=0.3, div=5.0, resume=False,
+                  **kwargs):
         """fastai's sequence: freeze; one-cycle over freeze_epochs at slice(base_lr) with pct_start=0.99;
         halve base_lr; unfreeze; one-cycle over `epochs` at slice(base_lr / lr_mult, base_lr)."""
+        if resume:
+            self.resume_from()
         self.freeze()
         self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
         base_lr /= 2
@@ -292,6 +319,26 @@ class Learner:
         if show_plot:
             self.recorder.plot_lr_find()
         return self.recorder.lr_find_suggestions
+
+    def resume_from(self, path=None):
+        """Reads a checkpoint (default: the SaveCheckpoint callback's file) and checks that it fits this
+        learner; the fit call it was written in then restores it and continues after its last epoch, and
+        the fit calls before that one are skipped. A learner made afresh that repeats the same calls
+        (e.g. fine_tune, or pets.run's recipe) thus picks up where the killed one stopped."""
+        if path is None:
+            savers = [cb for cb in self.cbs if isinstance(cb, SaveCheckpoint)]
+            path = savers[0].resolve(self) if savers else self.dls.path / 'models' / 'checkpoint.pth'
+        if self.opt is None:
+            self.create_opt()
+        self._resume_from = load_checkpoint(self, path)
+        self.fit_count = 0
+        return self._resume_from
+
+    @property
+    def is_main_process(self):
+        """True unless this is a rank other than 0 of a distributed run (those neither print nor write)."""
+        return not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
+            or torch.distributed.get_rank() == 0
 
     def export(self, path='export.pth'):
         """Saves weights, architecture, vocabulary and transforms for load_learner (pets.export)."""

@@ -10,19 +10,31 @@ Eight images per class are too few to re-estimate BatchNorm statistics; keeping 
 Prints the epoch table, the final error rate and the most confused breeds, and writes to --out the table
 (CSV, Markdown) and plots: loss, schedule, confusion matrix, top losses, a batch.
 The book's recipe on the full data set: python -m pets.run --data pets --arch resnet34 --recipe fastai
+
+Crashes and bad input: a checkpoint is written to --out after every epoch (atomically); after a crash or a
+kill, the same command with --resume continues after the last completed epoch, to the same result. Files
+that cannot be used (unreadable, not images, names the --pattern does not match) are left out, one line
+each on the screen and in --out/left_out.txt. Exit codes: 0 done, 2 a bad option or input (one line, no
+traceback), 1 training failed (a non-finite loss, out of memory; the last checkpoint stays).
 """
 import argparse
 import csv
+import os
+import random
+import re
 import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pets.augment import aug_transforms
-from pets.data.block import CategoryBlock, DataBlock, ImageBlock
+from pets.checkpoint import CheckpointMismatchError, SaveCheckpoint
+from pets.data.block import CategoryBlock, DataBlock, ImageBlock, UnreadableImageWarning
 from pets.data.download import URLs, untar_data
 from pets.data.images import Resize
-from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
+from pets.data.items import RandomSplitter, get_image_files
 from pets.interpret import ClassificationInterpretation
 from pets.learner import cnn_learner, error_rate
 from pets.models import ARCHS, PretrainedWeightsError
@@ -47,7 +59,13 @@ def parse_args(argv):
     parser.add_argument('--presize', type=int, default=256)
     parser.add_argument('--size', type=int, default=224)
     parser.add_argument('--min-scale', type=float, default=0.75)
-    parser.add_argument('--seed', type=int, default=42)
+    parser.add_argument('--seed', type=int, default=42,
+                        help='seeds the split, the order, the augmentation and the head: a CPU run repeats exactly')
+    parser.add_argument('--deterministic', action='store_true',
+                        help="deterministic algorithms only (torch.use_deterministic_algorithms): on a GPU, "
+                             "repeatable runs at some cost in speed")
+    parser.add_argument('--resume', action='store_true',
+                        help="continue after the last epoch checkpointed in --out (same data and options)")
     parser.add_argument('--workers', type=int, default=None, help='decoding processes (default: one per core)')
     parser.add_argument('--device', default=None, help="'cpu', 'cuda' (default: the GPU if there is one)")
     parser.add_argument('--out', default='pets-output', help='folder for the results')
@@ -78,43 +96,114 @@ class UserError(Exception):
     """A bad option or input: reported in one line, exit code 2."""
 
 
-def main(argv=None):
+class TrainingFailed(Exception):
+    """Training stopped (a non-finite loss, out of memory): reported in one line, exit code 1."""
+
+
+def labelled_items(folder, pattern):
+    """The image files of folder whose names the pattern labels, the labeller, and the files left out
+    ({file: reason}). Raises UserError for a pattern that is no regex, has no group, labels no file or
+    finds a single class."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as error:
+        raise UserError(f"--pattern {pattern!r} is not a regular expression ({error})") from None
+    if regex.groups < 1:
+        raise UserError(f"--pattern {pattern!r} has no group: put the label in parentheses, e.g. '(.+)_\\d+.jpg$'")
+    files = get_image_files(folder)
+    if not files:
+        raise UserError(f"no image files in {folder}: is it the folder that holds the images?")
+    labels = {f: m.group(1) for f in files if (m := regex.search(f.name)) is not None and m.group(1)}
+    if not labels:
+        raise UserError(f"--pattern {pattern!r} labels none of the {len(files)} files in {folder} "
+                        f"(e.g. {files[0].name!r}): its group 1 must capture the class in the file name")
+    classes = set(labels.values())
+    if len(classes) < 2:
+        raise UserError(f"--pattern {pattern!r} finds one class only ({classes.pop()!r}) in {folder}: a "
+                        f"classifier needs two or more; check the pattern's group")
+    left_out = {f: f"{f}: the name does not match --pattern {pattern!r}" for f in files if f not in labels}
+    return list(labels), (lambda f: labels[f]), left_out
+
+
+class LeftOutReport:
+    """Callback: prints each file left out once, in one line, and keeps out/left_out.txt up to date."""
+
+    def __init__(self, path, left_out):
+        self.path, self.left_out, self.printed = Path(path), dict(left_out), set()
+
+    def update(self, learn=None):
+        if learn is not None:
+            self.left_out.update({Path(f): reason for f, reason in learn.dls.skipped.items()})
+        if learn is not None and not learn.is_main_process:
+            return
+        for f in sorted(set(self.left_out) - self.printed):
+            print(f"left out {self.left_out[f]}")
+        self.printed |= set(self.left_out)
+        self.path.write_text(''.join(f"{f}\t{self.left_out[f]}\n" for f in sorted(self.left_out)))
+
+    before_fit = after_epoch = after_fit = update
+
+
+def seed_everything(seed, deterministic):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # what cuBLAS needs to be deterministic
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def main(argv=None, cbs=()):
+    """Runs the script with the options argv (default: sys.argv); cbs: more learner callbacks."""
     import matplotlib
     matplotlib.use('Agg')  # the script writes plots to files: no window, whatever the machine has
     args = parse_args(argv)
-    torch.manual_seed(args.seed)
+    seed_everything(args.seed, args.deterministic)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
-                      splitter=RandomSplitter(seed=args.seed),
-                      get_y=using_attr(RegexLabeller(args.pattern), 'name'),
+    folder = data_folder(args.data)
+    items, label, left_out = labelled_items(folder, args.pattern)
+    report = LeftOutReport(out / 'left_out.txt', left_out)
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=lambda _: items,
+                      splitter=RandomSplitter(seed=args.seed), get_y=label,
                       item_tfms=Resize(args.presize),
                       batch_tfms=aug_transforms(size=args.size, min_scale=args.min_scale))
+    checkpoint = SaveCheckpoint(out / 'checkpoint.pth', extra={'lr': args.lr})
     try:
-        dls = block.dataloaders(data_folder(args.data), bs=args.bs, num_workers=args.workers, device=args.device,
-                                seed=args.seed)
-        learn = cnn_learner(dls, args.arch, metrics=error_rate, pretrained=args.pretrained)
+        dls = block.dataloaders(folder, bs=args.bs, num_workers=args.workers, device=args.device, seed=args.seed)
+        learn = cnn_learner(dls, args.arch, metrics=error_rate, pretrained=args.pretrained,
+                            cbs=[checkpoint, report, *cbs])
     except (ValueError, FileNotFoundError, PretrainedWeightsError) as error:
         raise UserError(str(error)) from None
     print(f"{len(dls.train_ds)} training and {len(dls.valid_ds)} validation images, {dls.c} classes; "
           f"{args.arch}, {'pretrained' if args.pretrained else 'from scratch'}, recipe {args.recipe}")
+    report.update()
     if args.fp16:
         learn.to_fp16()
+    if args.resume:
+        try:
+            saved = learn.resume_from(checkpoint.path)
+        except FileNotFoundError:
+            raise UserError(f"--resume: no checkpoint in {out}; run without --resume to start") from None
+        except CheckpointMismatchError as error:
+            raise UserError(f"--resume: {error}") from None
+        progress = saved['progress']
+        print(f"resuming after epoch {progress['epoch']} of training phase {progress['fit_index'] + 1}")
+        if args.lr == 'find':
+            args.lr = saved['extra']['lr']  # the rate lr_find chose before the interruption
     if args.lr == 'find':
         learn.freeze(train_bn=args.recipe == 'fastai')
         args.lr = learn.lr_find(show_plot=False).valley
         print(f"lr_find suggests {args.lr:.2e} (valley)")
         save_figure(learn.recorder.plot_lr_find(), out / 'lr_find.png')
-    if args.recipe == 'fastai':
-        learn.fine_tune(args.epochs, base_lr=args.lr, freeze_epochs=args.freeze_epochs, lr_mult=args.lr_mult or 100)
-    else:
-        learn.freeze(train_bn=False)
-        learn.fit_one_cycle(args.freeze_epochs, args.lr)
-        learn.unfreeze(train_bn=False)  # everything trains but the body's BatchNorm, which stays ImageNet's
-        lr_mult = args.lr_mult or 1000
-        learn.fit_one_cycle(args.epochs, slice(args.lr / lr_mult, args.lr / 10), pct_start=0.3, div=5.0)
+    checkpoint.extra['lr'] = args.lr
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UnreadableImageWarning)  # the report prints them, one line each
+        train(learn, args, checkpoint.path)
     final_error = learn.recorder.values[-1][2]
-    print(f"final error rate: {final_error:.4f} (accuracy {1 - final_error:.2%}) on {len(dls.valid_ds)} images")
+    n_valid = sum(Path(f) not in dls.skipped for f in dls.valid_ds.items)
+    print(f"final error rate: {final_error:.4f} (accuracy {1 - final_error:.2%}) on {n_valid} images")
     interp = ClassificationInterpretation.from_learner(learn)
     print("most confused (actual, predicted, count):")
     for actual, predicted, count in interp.most_confused()[:8]:
@@ -123,6 +212,24 @@ def main(argv=None):
     learn.export(out / 'model.pth')
     print(f"exported the model: python -m pets.predict {out / 'model.pth'} IMAGE...")
     return learn
+
+
+def train(learn, args, checkpoint):
+    """The recipe (see the module docstring); a failure becomes TrainingFailed, the checkpoint kept."""
+    try:
+        if args.recipe == 'fastai':
+            learn.fine_tune(args.epochs, base_lr=args.lr, freeze_epochs=args.freeze_epochs,
+                            lr_mult=args.lr_mult or 100)
+        else:
+            learn.freeze(train_bn=False)
+            learn.fit_one_cycle(args.freeze_epochs, args.lr)
+            learn.unfreeze(train_bn=False)  # everything trains but the body's BatchNorm, which stays ImageNet's
+            lr_mult = args.lr_mult or 1000
+            learn.fit_one_cycle(args.epochs, slice(args.lr / lr_mult, args.lr / 10), pct_start=0.3, div=5.0)
+    except (FloatingPointError, torch.OutOfMemoryError) as error:
+        kept = (f"the checkpoint of the last completed epoch stays in {checkpoint}: add --resume to continue "
+                f"from it" if Path(checkpoint).exists() else "no epoch had completed, so there is no checkpoint")
+        raise TrainingFailed(f"{error}. {kept}") from None
 
 
 def save_figure(figure, path):
@@ -155,3 +262,6 @@ if __name__ == '__main__':
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except TrainingFailed as error:
+        print(f"training failed: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -137,7 +137,11 @@ class DataLoader:
         self._loader = torch.utils.data.DataLoader(
             dataset, batch_size=bs, sampler=EpochSampler(len(dataset), shuffle, self.generator),
             num_workers=num_workers, collate_fn=collate, drop_last=self.drop_last,
-            pin_memory=self.device.type == 'cuda', persistent_workers=num_workers > 0)
+            pin_memory=self.device.type == 'cuda', persistent_workers=num_workers > 0,
+            # torch draws its workers' base seed from this generator, not from torch's global one, so that
+            # starting an iterator (once per run with persistent workers) never shifts the global stream
+            # (dropout): a resumed run then draws what an uninterrupted one does. Items carry their own seeds.
+            generator=torch.Generator().manual_seed(0))
 
     @property
     def items(self):

@@ -40,6 +40,14 @@ def _allow_truncated():
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
+def describe_failure(path, error):
+    """'file: reason' for an image that failed to decode; an empty file says so in plain words."""
+    with contextlib.suppress(OSError):
+        if Path(path).stat().st_size == 0:
+            return f"{path}: the file is empty (0 bytes)"
+    return f"{path}: {type(error).__name__}: {error}"
+
+
 def load_image(path, draft=None):
     """Decodes an image file to an RGB PIL image, whatever its format, mode or orientation.
 
@@ -71,7 +79,7 @@ def load_image(path, draft=None):
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageLoadError(f"{path}: {type(error).__name__}: {error}") from None
+        raise ImageLoadError(describe_failure(path, error)) from None
 
 
 def read_image(path, draft=None):
@@ -89,7 +97,7 @@ def read_image(path, draft=None):
                           and image.getexif().get(EXIF_ORIENTATION, 1) == 1)
             size = image.size
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageLoadError(f"{path}: {type(error).__name__}: {error}") from None
+        raise ImageLoadError(describe_failure(path, error)) from None
     if plain_jpeg:
         min_width, min_height = draft(*size) if draft is not None else (0, 0)
         try:

@@ -1,5 +1,6 @@
 """Generated images for the data tests: a small labelled folder, and files of every odd kind."""
 import io
+import os
 
 import numpy as np
 import pytest
@@ -69,3 +70,60 @@ def bad_files(tmp_path):
     paths['empty'].write_bytes(b'')
     paths['text'].write_text('this is not an image\n')
     return paths
+
+
+def png_claiming_size(width, height):
+    """A PNG whose header claims width x height pixels (the pixel data is a stub): enough for Pillow's
+    decompression-bomb check, which reads the header, without making a file of that size."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+    return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', zlib.compress(b'\0' * 16)) + chunk(b'IEND', b'')
+
+
+@pytest.fixture
+def bad_input_corpus(tmp_path):
+    """A folder of two breeds, 8 good images each, plus one file of every awkward kind, named as the
+    breeds are. Returns (folder, {file name: 'loads' or 'left out'}) for the awkward files."""
+    folder = tmp_path / 'corpus'
+    folder.mkdir()
+    for b, breed in enumerate(['beagle', 'pug']):
+        for n in range(8):
+            random_image(60 + 7 * n, 50 + 5 * b, seed=20 * b + n).save(folder / f'{breed}_{n}.jpg')
+    base = random_image(64, 48, seed=5)
+    expected = {}
+
+    def add(name, outcome, image=None, fmt=None, data=None, **kwargs):
+        path = folder / name
+        if data is not None:
+            path.write_bytes(data)
+        else:
+            image.save(path, format=fmt, **kwargs)
+        expected[name] = outcome
+        return path
+
+    add('beagle_100.jpg', 'left out', data=b'')                                       # zero bytes
+    add('beagle_101.jpg', 'loads', data=jpeg_bytes(random_image(64, 48, seed=6))[:1500])  # truncated JPEG
+    add('beagle_102.jpg', 'loads', base, 'PNG')                                       # PNG named .jpg
+    add('beagle_103.jpg', 'loads', base.convert('P'), 'GIF')                          # GIF named .jpg
+    add('beagle_104.jpg', 'loads', base.convert('CMYK'), 'JPEG')                      # CMYK JPEG
+    add('pug_100.png', 'loads', Image.fromarray(np.full((48, 64), 40000, dtype=np.uint16)), 'PNG')  # 16-bit
+    add('pug_101.png', 'loads', base.convert('RGBA'), 'PNG')                          # RGBA
+    add('pug_102.png', 'loads', base.convert('P'), 'PNG')                             # palette
+    add('pug_103.jpg', 'loads', base.convert('L'), 'JPEG')                            # greyscale
+    add('pug_104.png', 'loads', random_image(1, 1, seed=7), 'PNG')                    # 1 x 1
+    add('pug_105.jpg', 'loads', random_image(5000, 20, seed=8), 'JPEG')               # 5000 x 20
+    add('pug_106.png', 'left out', data=png_claiming_size(20000, 20000))              # decompression bomb
+    add('pug_107.jpg', 'left out', data=b'this is a text file, not a JPEG\n')         # text named .jpg
+    unreadable = add('pug_108.jpg', 'left out', base, 'JPEG')                         # no read permission
+    unreadable.chmod(0)
+    if os.access(unreadable, os.R_OK):  # root reads whatever the permissions say
+        expected['pug_108.jpg'] = 'loads'
+    (folder / 'loop').symlink_to(folder, target_is_directory=True)                   # a folder loop
+    (folder / 'beagle_105.jpg').symlink_to(folder / 'beagle_105.jpg')                 # a file loop
+    expected['beagle_105.jpg'] = 'left out'
+    add('holiday.jpg', 'left out', base, 'JPEG')                                      # the regex does not match
+    return folder, expected

@@ -8,7 +8,6 @@ from pets.data.block import DataBlock
 from pets.data.images import Resize
 from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
 from pets.learner import accuracy, cnn_learner, error_rate
-from pets.run import UserError, main
 
 
 @pytest.fixture
@@ -93,33 +92,6 @@ def test_a_diverging_loss_stops_with_a_message(dls):
     learn.unfreeze()
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         learn.fit(1, lr=1e30)
-
-
-def test_run_trains_on_a_folder_and_writes_the_table(pet_folder, tmp_path, capsys):
-    main(['--data', str(pet_folder), '--arch', 'resnet18', '--no-pretrained', '--epochs', '1',
-          '--freeze-epochs', '1', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0',
-          '--out', str(tmp_path / 'out')])
-    out = capsys.readouterr().out
-    assert 'final error rate' in out and 'most confused' in out
-    assert (tmp_path / 'out' / 'history.csv').read_text().count('\n') == 3
-    assert {p.name for p in (tmp_path / 'out').iterdir()} == {
-        'history.csv', 'history.md', 'loss.png', 'schedule.png', 'confusion_matrix.png', 'top_losses.png', 'batch.png',
-        'model.pth'}
-
-
-def test_run_with_lr_find_and_fp16(pet_folder, tmp_path, capsys):
-    main(['--data', str(pet_folder), '--arch', 'resnet18', '--no-pretrained', '--epochs', '1',
-          '--freeze-epochs', '1', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0',
-          '--lr', 'find', '--fp16', '--out', str(tmp_path)])
-    assert 'lr_find suggests' in capsys.readouterr().out and (tmp_path / 'lr_find.png').exists()
-
-
-def test_run_reports_user_errors(tmp_path):
-    with pytest.raises(UserError, match="no such folder"):
-        main(['--data', str(tmp_path / 'nowhere'), '--out', str(tmp_path)])
-    (tmp_path / 'empty').mkdir()
-    with pytest.raises(UserError, match="no items"):
-        main(['--data', str(tmp_path / 'empty'), '--out', str(tmp_path)])
 
 
 def test_lr_find_restores_the_model_and_suggests(dls):

@@ -1,0 +1,192 @@
+"""Checkpoints: all a run needs to continue exactly where it stopped, written so that a crash never
+leaves a half-written file.
+
+    learn = cnn_learner(dls, resnet34, metrics=error_rate, cbs=SaveCheckpoint('checkpoint.pth'))
+    learn.fine_tune(4)                      # killed during epoch 3...
+    learn.fine_tune(4, resume=True)         # ...a new process continues after epoch 2, to the same weights
+
+At the end of every epoch the SaveCheckpoint callback writes: the weights, the optimizer's state, where
+training is (which fit call of the learner's life, which epoch), the recorder's history, every random
+number generator (Python's, numpy's, torch's, CUDA's, and the private ones of the loaders and the batch
+augmentation), and what the checkpoint fits: architecture, vocabulary, image size and data split.
+Restoring all of it at the start of the next epoch makes the rest of the run draw the same batches, the
+same augmentations and the same dropout masks as an uninterrupted run: on the CPU the final weights are
+equal to the bit.
+
+Writing is atomic: the file is written beside its destination, flushed to the disk (fsync), then renamed
+over it (a rename within one folder is atomic on POSIX and Windows). A kill at any moment leaves either
+the previous checkpoint or the new one, never a torn file.
+"""
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint made for another model or data set; the message says what differs."""
+
+
+def atomic_save(obj, path):
+    """torch.save(obj, path) such that path holds the old content or the new, whatever happens when."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
+    try:
+        with os.fdopen(descriptor, 'wb') as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    if hasattr(os, 'O_DIRECTORY'):  # make the rename itself durable (POSIX: fsync the folder)
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def private_generators(learn):
+    """name -> torch.Generator for the generators the data pipeline owns (loaders, batch transforms)."""
+    generators = {'train_loader': learn.dls.train.generator, 'valid_loader': learn.dls.valid.generator}
+    seen = {id(g) for g in generators.values()}
+    for i, tfm in enumerate(learn.dls.train.batch_tfms + learn.dls.valid.batch_tfms):
+        generator = getattr(tfm, 'generator', None)
+        if isinstance(generator, torch.Generator) and id(generator) not in seen:
+            seen.add(id(generator))
+            generators[f'batch_tfm{i}'] = generator
+    return generators
+
+
+def rng_states(learn):
+    """Every random generator's state, in types torch.load(weights_only=True) accepts."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        'python': random.getstate(),
+        'numpy': {'kind': kind, 'keys': torch.from_numpy(keys.astype(np.int64)), 'position': position,
+                  'has_gauss': has_gauss, 'cached_gaussian': cached_gaussian},
+        'torch': torch.get_rng_state(),
+        'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        'generators': {name: g.get_state() for name, g in private_generators(learn).items()},
+    }
+
+
+def set_rng_states(learn, states):
+    version, internal, gauss_next = states['python']
+    random.setstate((version, tuple(internal), gauss_next))
+    numpy = states['numpy']
+    np.random.set_state((numpy['kind'], numpy['keys'].numpy().astype(np.uint32), numpy['position'],
+                         numpy['has_gauss'], numpy['cached_gaussian']))
+    torch.set_rng_state(states['torch'])
+    if states['cuda'] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states['cuda'])
+    for name, generator in private_generators(learn).items():
+        generator.set_state(states['generators'][name])
+
+
+def identity(learn):
+    """What a checkpoint must match to be resumed: architecture, vocabulary, image size, data split."""
+    sizes = [tuple(t.size) for t in learn.dls.train.batch_tfms if getattr(t, 'size', None)]
+    sizes += [(t.height, t.width) for t in learn.dls.train_ds.item_tfms if hasattr(t, 'height')]
+    return {
+        'architecture': learn.arch if isinstance(learn.arch, str) else type(learn.model).__name__,
+        'vocabulary': [str(label) for label in learn.dls.vocab],
+        'image size': list(sizes[0]) if sizes else None,
+        'training files': [str(item) for item in learn.dls.train_ds.items],
+        'validation files': [str(item) for item in learn.dls.valid_ds.items],
+    }
+
+
+def describe_difference(name, saved, current):
+    if isinstance(saved, list) and isinstance(current, list) and name.endswith('files'):
+        added = sorted(set(current) - set(saved))
+        removed = sorted(set(saved) - set(current))
+        if added or removed:
+            examples = ', '.join([f"+{f}" for f in added[:2]] + [f"-{f}" for f in removed[:2]])
+            return f"{name}: {len(added)} added, {len(removed)} removed (e.g. {examples})"
+        return f"{name}: the same files in another order"
+    if name == 'vocabulary':
+        extra, missing = sorted(set(current) - set(saved)), sorted(set(saved) - set(current))
+        return (f"vocabulary: {len(saved)} classes in the checkpoint, {len(current)} now"
+                f"{f'; new: {extra[:3]}' if extra else ''}{f'; gone: {missing[:3]}' if missing else ''}")
+    return f"{name}: {saved} in the checkpoint, {current} now"
+
+
+def checkpoint_state(learn, extra=None):
+    """The dictionary a checkpoint holds (see the module docstring)."""
+    fit_index, epoch, n_epoch = learn.fit_progress
+    recorder = learn.recorder
+    return {
+        'format': FORMAT_VERSION,
+        'identity': identity(learn),
+        'progress': {'fit_index': fit_index, 'epoch': epoch, 'n_epoch': n_epoch},
+        'model': learn.model.state_dict(),
+        'opt': learn.opt.state_dict(),
+        'recorder': {'losses': recorder.losses, 'lrs': recorder.lrs, 'moms': recorder.moms,
+                     'values': recorder.values},
+        'rng': rng_states(learn),
+        'extra': extra or {},
+    }
+
+
+def save_checkpoint(learn, path, extra=None):
+    """Writes learn's checkpoint to path, atomically. extra: a dict of the caller's (e.g. the run's options)."""
+    atomic_save(checkpoint_state(learn, extra), path)
+
+
+def load_checkpoint(learn, path):
+    """Reads a checkpoint and checks that it fits learn; returns its dictionary (nothing is restored yet).
+
+    Raises FileNotFoundError if there is none, CheckpointMismatchError naming what differs."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: there is nothing to resume (start without resume)")
+    saved = torch.load(path, map_location='cpu', weights_only=True)
+    if saved.get('format') != FORMAT_VERSION:
+        raise CheckpointMismatchError(f"{path}: checkpoint format {saved.get('format')}, this version of pets "
+                                      f"reads format {FORMAT_VERSION}")
+    current = identity(learn)
+    differences = [describe_difference(name, saved['identity'][name], value)
+                   for name, value in current.items() if saved['identity'][name] != value]
+    if differences:
+        raise CheckpointMismatchError(f"{path} was made for another run: " + '; '.join(differences)
+                                      + ". Resume with the same data and options, or start afresh elsewhere")
+    return saved
+
+
+def restore_checkpoint(learn, saved):
+    """Puts the weights, optimizer, history and random states of a loaded checkpoint into learn."""
+    learn.model.load_state_dict(saved['model'])
+    learn.opt.load_state_dict(saved['opt'])
+    recorder = learn.recorder
+    recorder.losses, recorder.lrs = list(saved['recorder']['losses']), list(saved['recorder']['lrs'])
+    recorder.moms, recorder.values = list(saved['recorder']['moms']), list(saved['recorder']['values'])
+    set_rng_states(learn, saved["rng"])
+
+
+class SaveCheckpoint:
+    """Callback: a checkpoint at the end of every epoch (atomic; see the module docstring).
+
+    Args:
+        path: the file (default: 'models/checkpoint.pth' under the learner's data path, as fastai's
+            SaveModelCallback).
+        extra: a dict saved alongside, e.g. the options of the run, for whoever resumes.
+    """
+
+    def __init__(self, path=None, extra=None):
+        self.path, self.extra = path, extra
+
+    def resolve(self, learn):
+        return Path(self.path) if self.path is not None else learn.dls.path / 'models' / 'checkpoint.pth'
+
+    def after_epoch(self, learn):
+        if learn.is_main_process:
+            save_checkpoint(learn, self.resolve(learn), self.extra)

@@ -1,0 +1,152 @@
+"""python -m pets.run under stress: killed and resumed, repeated with a seed, fed bad files and bad options."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from pets.data.images import read_image
+from pets.run import TrainingFailed, UserError, main
+
+SMALL = ['--arch', 'resnet18', '--no-pretrained', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0']
+
+
+def run_script(code, **env):
+    return subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1', **env})
+
+
+KILLED_RUN = """
+import os, signal
+from pets.run import main
+
+class KillAt:  # SIGKILL in the middle of an epoch: the third batch of the second unfrozen epoch
+    batch = 0
+    def after_batch(self, learn):
+        self.batch += 1
+        if (learn.fit_count, learn.epoch, self.batch) == (2, 1, 3):
+            os.kill(os.getpid(), signal.SIGKILL)
+    def after_epoch(self, learn):
+        self.batch = 0
+
+main({argv!r}, cbs=[KillAt()])
+"""
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_result_and_a_seed_repeats(pet_folder, tmp_path):
+    options = ['--data', str(pet_folder), *SMALL, '--freeze-epochs', '2', '--epochs', '3', '--seed', '7',
+               '--deterministic']
+    outputs = {name: tmp_path / name for name in ('first', 'second', 'killed')}
+    for name in ('first', 'second'):
+        done = run_script(f"from pets.run import main; main({[*options, '--out', str(outputs[name])]!r})")
+        assert done.returncode == 0, done.stderr
+    killed = run_script(KILLED_RUN.format(argv=[*options, '--out', str(outputs['killed'])]))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert torch.load(outputs['killed'] / 'checkpoint.pth')['progress'] == {'fit_index': 1, 'epoch': 0, 'n_epoch': 3}
+    resumed = run_script(f"from pets.run import main; main({[*options, '--out', str(outputs['killed']), '--resume']!r})")
+    assert resumed.returncode == 0, resumed.stderr
+    assert 'resuming after epoch 0 of training phase 2' in resumed.stdout
+
+    def results(name):
+        return (outputs[name] / 'history.csv').read_text(), torch.load(outputs[name] / 'model.pth')['state_dict']
+
+    table, weights = results('first')
+    assert table.count('\n') == 6
+    for other in ('second', 'killed'):  # the same seed repeats; the resumed run ends where the straight one did
+        other_table, other_weights = results(other)
+        assert other_table == table
+        assert all(torch.equal(weights[k], other_weights[k]) for k in weights)
+
+
+def test_every_bad_file_is_loaded_or_left_out_with_a_line_and_training_completes(bad_input_corpus, tmp_path, capsys):
+    folder, expected = bad_input_corpus
+    main(['--data', str(folder), '--pattern', r'(.+)_\d+\.(jpg|png)$', *SMALL, '--freeze-epochs', '2', '--epochs', '1',
+          '--out', str(tmp_path)])
+    printed = capsys.readouterr().out
+    report = (tmp_path / 'left_out.txt').read_text().splitlines()
+    reported = {line.split('\t')[0].rsplit('/', 1)[-1]: line.split('\t')[1] for line in report}
+    left_out = {name for name, outcome in expected.items() if outcome == 'left out'}
+    assert set(reported) == left_out, report
+    for name in left_out:
+        assert name in reported[name]  # each reason names its file...
+        assert printed.count(f"left out {folder / name}") == 1  # ...and is printed once, in one line
+    assert 'the file is empty (0 bytes)' in reported['beagle_100.jpg']
+    assert 'does not match --pattern' in reported['holiday.jpg'] and 'DecompressionBomb' in reported['pug_106.png']
+    for name, outcome in expected.items():
+        if outcome == 'loads':
+            image = read_image(folder / name)
+            assert image.dtype == torch.uint8 and image.shape[0] == 3 and min(image.shape[1:]) >= 1
+    assert (tmp_path / 'history.csv').read_text().count('\n') == 4 and (tmp_path / 'model.pth').exists()
+
+
+def test_user_errors_name_the_problem_and_the_fix(pet_folder, tmp_path):
+    def fails(*options, match):
+        with pytest.raises(UserError, match=match):
+            main([*options, *SMALL, '--out', str(tmp_path / 'out')])
+
+    (tmp_path / 'empty').mkdir()
+    fails('--data', str(tmp_path / 'empty'), match='no image files in .*empty: is it the folder')
+    fails('--data', str(tmp_path / 'nowhere'), match="no such folder; use 'sample', 'pets' or a folder")
+    fails('--data', str(pet_folder), '--pattern', '(.+_', match="is not a regular expression .*missing \\)")
+    fails('--data', str(pet_folder), '--pattern', r'.+_\d+.jpg$', match='has no group: put the label in parentheses')
+    fails('--data', str(pet_folder), '--pattern', r'(cat)_\d+', match="labels none of the 24 files .*group 1 must")
+    fails('--data', str(pet_folder), '--pattern', r'\.(jpg)$', match="finds one class only \\('jpg'\\)")
+    fails('--data', str(pet_folder), '--resume', match='--resume: no checkpoint in .*out; run without --resume')
+    with pytest.raises(SystemExit) as exit_:
+        main(['--arch', 'resnet9000'])
+    assert exit_.value.code == 2
+
+
+def test_the_command_line_exits_2_for_user_errors_and_1_for_a_failed_run_without_tracebacks(pet_folder, tmp_path):
+    command = [sys.executable, '-m', 'pets.run', '--data', str(pet_folder), *SMALL, '--out', str(tmp_path)]
+    bad_pattern = subprocess.run([*command, '--pattern', 'x'], capture_output=True, text=True)
+    assert bad_pattern.returncode == 2 and 'Traceback' not in bad_pattern.stderr
+    assert bad_pattern.stderr.startswith("error: --pattern 'x' has no group")
+    diverged = subprocess.run([*command, '--lr', '1e30', '--freeze-epochs', '1', '--epochs', '1'],
+                              capture_output=True, text=True)
+    assert diverged.returncode == 1 and 'Traceback' not in diverged.stderr
+    assert 'lower the learning rate' in diverged.stderr and 'no epoch had completed' in diverged.stderr
+
+
+class PoisonWeights:
+    """Sets a weight to NaN after the first batch of the second training phase: the next loss is NaN."""
+
+    def after_batch(self, learn):
+        if learn.fit_count == 2 and learn.epoch == 0:
+            with torch.no_grad():
+                learn.groups[-1][-1].weight.fill_(math.nan)
+
+
+def test_a_non_finite_loss_stops_at_its_step_and_the_last_good_checkpoint_stays(pet_folder, tmp_path):
+    options = ['--data', str(pet_folder), *SMALL, '--freeze-epochs', '2', '--epochs', '1', '--out', str(tmp_path)]
+    with pytest.raises(TrainingFailed, match=r"epoch 0, step 1: the loss became nan at learning rate .* lower the "
+                                             r"learning rate .* checkpoint of the last completed epoch stays in"):
+        main(options, cbs=[PoisonWeights()])
+    saved = torch.load(tmp_path / 'checkpoint.pth', weights_only=True)
+    assert saved['progress'] == {'fit_index': 0, 'epoch': 1, 'n_epoch': 2}
+    assert all(torch.isfinite(v).all() for v in saved['model'].values() if v.is_floating_point())
+    with pytest.raises(UserError, match=r'image size: \[32, 32\] in the checkpoint, \[24, 24\] now'):
+        main([*options, '--resume', '--size', '24'])
+
+
+def test_run_trains_on_a_folder_and_writes_the_table(pet_folder, tmp_path, capsys):
+    main(['--data', str(pet_folder), '--arch', 'resnet18', '--no-pretrained', '--epochs', '1',
+          '--freeze-epochs', '1', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0',
+          '--out', str(tmp_path / 'out')])
+    out = capsys.readouterr().out
+    assert 'final error rate' in out and 'most confused' in out
+    assert (tmp_path / 'out' / 'history.csv').read_text().count('\n') == 3
+    assert {p.name for p in (tmp_path / 'out').iterdir()} == {
+        'history.csv', 'history.md', 'loss.png', 'schedule.png', 'confusion_matrix.png', 'top_losses.png', 'batch.png',
+        'model.pth', 'checkpoint.pth', 'left_out.txt'}
+
+
+def test_run_with_lr_find_and_fp16(pet_folder, tmp_path, capsys):
+    main(['--data', str(pet_folder), '--arch', 'resnet18', '--no-pretrained', '--epochs', '1',
+          '--freeze-epochs', '1', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0',
+          '--lr', 'find', '--fp16', '--out', str(tmp_path)])
+    assert 'lr_find suggests' in capsys.readouterr().out and (tmp_path / 'lr_find.png').exists()
