@@ -21,6 +21,8 @@ from minigrad.functional import cross_entropy
 from minigrad.optim import Adam
 from minigrad.schedule import discriminative_lrs, one_cycle
 from pets.checkpoint import SaveCheckpoint, load_checkpoint, restore_checkpoint
+from pets.distributed import all_reduce_sum, average_buffers, distrib_ctx, gather_in_order, rank
+from pets.distributed import wrap as wrap_ddp
 from pets.lr_finder import plot_lr_find, run_sweep, suggest, valley
 from pets.models import arch_config, create_cnn_model, layer_groups
 
@@ -116,6 +118,9 @@ class Learner:
         # Where training is, for checkpoints: the number of fit calls started, and (fit call, epoch done,
         # epochs) of the running one; a checkpoint waiting to be resumed by the fit call it was made in.
         self.fit_count, self.fit_progress, self._resume_from = 0, None, None
+        # Inside distrib_ctx: the model wrapped in DistributedDataParallel, re-wrapped by each fit call.
+        self.distributed, self.ddp = False, None
+        self._trainable = (0, 0)
 
     # --- the parts -----------------------------------------------------------------------------------------
 
@@ -142,7 +147,7 @@ class Learner:
     def _set_trainable(self, n_frozen, n_frozen_batchnorm):
         """Layer groups before n_frozen do not train, except their BatchNorm layers when those come at or
         after n_frozen_batchnorm; frozen BatchNorm layers keep their running statistics too (eval mode)."""
-        self.frozen_batchnorms = []
+        self._trainable, self.frozen_batchnorms = (n_frozen, n_frozen_batchnorm), []
         for i, group in enumerate(self.groups):
             for module in group.modules():
                 is_batchnorm = isinstance(module, nn.modules.batchnorm._BatchNorm)
@@ -178,8 +183,9 @@ class Learner:
     def train_step(self, x, y):
         """One optimizer step on a batch; returns the loss. A non-finite loss stops before the step, so the
         weights stay the last good ones."""
+        model = self.ddp if self.ddp is not None else self.model
         with self._autocast():
-            loss = self.loss_func(self.model(self.normalize(x)), y)
+            loss = self.loss_func(model(self.normalize(x)), y)
         if not torch.isfinite(loss):
             lr = self.opt.param_groups[-1]['lr']
             raise FloatingPointError(f"the loss became {loss.item()} at learning rate {lr:.2e}: lower the "
@@ -193,6 +199,25 @@ class Learner:
             self.opt.step()
         self.opt.zero_grad()
         return loss
+
+    def distrib_ctx(self, sync_bn=False):
+        """A context in which training is data-parallel over the processes torchrun started (see
+        pets.distributed); with a single process it changes nothing.
+
+            with learn.distrib_ctx():
+                learn.fine_tune(4)
+        """
+        return distrib_ctx(self, sync_bn)
+
+    def use_sync_batchnorm(self):
+        """Swaps every BatchNorm layer for a SyncBatchNorm with its parameters and statistics; the
+        optimizer is rebuilt over the new parameters with its state, and the freezing applied again."""
+        saved = self.opt.state_dict() if self.opt is not None else None
+        self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self._set_trainable(*self._trainable)
+        if saved is not None:
+            self.create_opt()
+            self.opt.load_state_dict(saved)
 
     def to_fp16(self):
         """Mixed precision: the forward pass in float16 on a GPU (with dynamic loss scaling) or bfloat16 on
@@ -252,6 +277,8 @@ class Learner:
             if saved['progress']['fit_index'] == fit_index:
                 restore_checkpoint(self, saved)
                 start_epoch = saved['progress']['epoch'] + 1
+        if self.distributed:  # after (un)freezing: DDP synchronises the parameters that train at wrapping
+            self.ddp = wrap_ddp(self.model, self.dls.device)
         self._print_row(self.recorder.header)
         for epoch, row in enumerate(self.recorder.values[len(self.recorder.values) - start_epoch:]):
             self._print_row([epoch, *row, 'resumed'])
@@ -262,7 +289,8 @@ class Learner:
             start = time.time()
             self.train_mode()
             total, count = 0.0, 0
-            batches = tqdm(self.dls.train, leave=False, disable=None if self.progress else True, desc=f"epoch {epoch}")
+            show_progress = self.progress and self.is_main_process
+            batches = tqdm(self.dls.train, leave=False, disable=None if show_progress else True, desc=f"epoch {epoch}")
             for x, y in batches:
                 step_lrs, mom = schedule(step) if schedule else (lrs, None)
                 self._set_hypers(step_lrs, mom)
@@ -281,6 +309,9 @@ class Learner:
                 self.recorder.lrs.append(list(step_lrs))
                 self.recorder.moms.append(mom)
                 total, count, step = total + loss.item() * len(y), count + len(y), step + 1
+            if self.distributed:  # the training loss over every shard; the same statistics in every copy
+                total, count = all_reduce_sum([total, count], self.dls.device)
+                average_buffers(self.model)
             valid_loss, *metrics = self.validate()
             values = [epoch, total / max(count, 1), valid_loss, *metrics]
             self.recorder.values.append(values[1:])
@@ -337,8 +368,7 @@ class Learner:
     @property
     def is_main_process(self):
         """True unless this is a rank other than 0 of a distributed run (those neither print nor write)."""
-        return not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
-            or torch.distributed.get_rank() == 0
+        return rank() == 0
 
     def export(self, path='export.pth'):
         """Saves weights, architecture, vocabulary and transforms for load_learner (pets.export)."""
@@ -368,7 +398,10 @@ class Learner:
                 outputs.append(self.model(self.normalize(x)).float())
                 if y is not None:
                     targets.append(y)
-        return torch.cat(outputs), (torch.cat(targets) if targets else None)
+        outputs, targets = torch.cat(outputs), (torch.cat(targets) if targets else None)
+        if self.distributed and getattr(getattr(dl, 'sampler', None), 'world_size', 1) > 1:  # a sharded loader: every process's outputs
+            return gather_in_order(outputs, targets)
+        return outputs, targets
 
     def validate(self, dl=None):
         """[valid_loss, *metrics] on the validation set (or dl)."""
@@ -395,6 +428,8 @@ class Learner:
         return self.dls.vocab[index], index, probabilities[0]
 
     def _print_row(self, row):
+        if not self.is_main_process:
+            return
         cells = [f"{v:.6f}" if isinstance(v, float) else str(v) for v in row]
         tqdm.write('  '.join(f"{c:<12}" for c in cells).rstrip())
 

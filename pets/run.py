@@ -28,13 +28,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from pets.augment import aug_transforms
 from pets.checkpoint import CheckpointMismatchError, SaveCheckpoint
-from pets.data.block import CategoryBlock, DataBlock, ImageBlock, UnreadableImageWarning
+from pets.data.block import CategoryBlock, DataBlock, ImageBlock, UnreadableImageWarning, default_num_workers
 from pets.data.download import URLs, untar_data
 from pets.data.images import Resize
 from pets.data.items import RandomSplitter, get_image_files
+from pets.distributed import (broadcast, init_distributed, launched_by_torchrun, processes_per_machine, rank,
+                              local_rank_zero_first, world_size)
 from pets.interpret import ClassificationInterpretation
 from pets.learner import cnn_learner, error_rate
 from pets.models import ARCHS, PretrainedWeightsError
@@ -55,7 +58,10 @@ def parse_args(argv):
     parser.add_argument('--lr-mult', type=float, default=None,
                         help='unfrozen phase: the first layer group trains at lr / lr_mult (default 1000; '
                              "fastai's 100 with --recipe fastai)")
-    parser.add_argument('--bs', type=int, default=32)
+    parser.add_argument('--bs', type=int, default=32,
+                        help='images per batch, per process: under torchrun a step sees bs x processes images')
+    parser.add_argument('--sync-bn', action='store_true',
+                        help='under torchrun on GPUs: BatchNorm statistics over all processes (SyncBatchNorm)')
     parser.add_argument('--presize', type=int, default=256)
     parser.add_argument('--size', type=int, default=224)
     parser.add_argument('--min-scale', type=float, default=0.75)
@@ -66,7 +72,8 @@ def parse_args(argv):
                              "repeatable runs at some cost in speed")
     parser.add_argument('--resume', action='store_true',
                         help="continue after the last epoch checkpointed in --out (same data and options)")
-    parser.add_argument('--workers', type=int, default=None, help='decoding processes (default: one per core)')
+    parser.add_argument('--workers', type=int, default=None,
+                        help='decoding processes per training process (default: the cores shared among those)')
     parser.add_argument('--device', default=None, help="'cpu', 'cuda' (default: the GPU if there is one)")
     parser.add_argument('--out', default='pets-output', help='folder for the results')
     return parser.parse_args(argv)
@@ -155,14 +162,79 @@ def seed_everything(seed, deterministic):
 
 
 def main(argv=None, cbs=()):
-    """Runs the script with the options argv (default: sys.argv); cbs: more learner callbacks."""
+    """Runs the script with the options argv (default: sys.argv); cbs: more learner callbacks.
+    Under torchrun, every process runs it; they train data-parallel, and rank 0 alone prints and writes."""
     import matplotlib
     matplotlib.use('Agg')  # the script writes plots to files: no window, whatever the machine has
     args = parse_args(argv)
+    if args.sync_bn and not (torch.cuda.is_available() and args.device in (None, 'cuda')):
+        raise UserError("--sync-bn needs GPUs: torch's SyncBatchNorm has no CPU kernel; leave --sync-bn out")
+    if launched_by_torchrun():
+        args.device = str(init_distributed(args.device))
+        if args.workers is None:  # the machine's cores are shared by its processes
+            args.workers = max(1, default_num_workers() // processes_per_machine())
+    try:
+        return run(args, cbs)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run(args, cbs):
+    is_main = rank() == 0
+    say = print if is_main else (lambda *_, **__: None)
     seed_everything(args.seed, args.deterministic)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    folder = data_folder(args.data)
+    learn, checkpoint, report = build_learner(args, out, cbs)
+    dls = learn.dls
+    say(f"{len(dls.train_ds)} training and {len(dls.valid_ds)} validation images, {dls.c} classes; "
+        f"{args.arch}, {'pretrained' if args.pretrained else 'from scratch'}, recipe {args.recipe}"
+        + (f"; {world_size()} processes of batch size {args.bs}" if world_size() > 1 else ''))
+    report.update(learn)
+    if args.fp16:
+        learn.to_fp16()
+    if args.resume:
+        try:
+            saved = learn.resume_from(checkpoint.path)
+        except FileNotFoundError:
+            raise UserError(f"--resume: no checkpoint in {out}; run without --resume to start") from None
+        except CheckpointMismatchError as error:
+            raise UserError(f"--resume: {error}") from None
+        progress = saved['progress']
+        say(f"resuming after epoch {progress['epoch']} of training phase {progress['fit_index'] + 1}")
+        if args.lr == 'find':
+            args.lr = saved['extra']['lr']  # the rate lr_find chose before the interruption
+    if args.lr == 'find':
+        # Every process sweeps the whole training set alike (same seed, same batches), so all draw the
+        # same random numbers; rank 0's suggestion is then everyone's.
+        learn.freeze(train_bn=args.recipe == 'fastai')
+        args.lr = broadcast(learn.lr_find(show_plot=False).valley)
+        say(f"lr_find suggests {args.lr:.2e} (valley)")
+        if is_main:
+            save_figure(learn.recorder.plot_lr_find(), out / 'lr_find.png')
+    checkpoint.extra['lr'] = args.lr
+    with warnings.catch_warnings(), learn.distrib_ctx(sync_bn=args.sync_bn):
+        warnings.simplefilter('ignore', UnreadableImageWarning)  # the report prints them, one line each
+        train(learn, args, checkpoint.path)
+        interp = ClassificationInterpretation.from_learner(learn)  # validation gathered from all processes
+    if is_main:
+        final_error = learn.recorder.values[-1][2]
+        n_valid = sum(Path(f) not in dls.skipped for f in dls.valid_ds.items)
+        say(f"final error rate: {final_error:.4f} (accuracy {1 - final_error:.2%}) on {n_valid} images")
+        say("most confused (actual, predicted, count):")
+        for actual, predicted, count in interp.most_confused()[:8]:
+            say(f"  {actual:<28} {predicted:<28} {count}")
+        write_results(out, learn, interp, dls)
+        learn.export(out / 'model.pth')
+        say(f"exported the model: python -m pets.predict {out / 'model.pth'} IMAGE...")
+    return learn
+
+
+def build_learner(args, out, cbs):
+    """The data (labelled, split, presized, augmented) and the learner with its checkpoint and report."""
+    with local_rank_zero_first():  # a download or copy of the data set happens once per machine
+        folder = data_folder(args.data)
     items, label, left_out = labelled_items(folder, args.pattern)
     report = LeftOutReport(out / 'left_out.txt', left_out)
     block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=lambda _: items,
@@ -176,42 +248,7 @@ def main(argv=None, cbs=()):
                             cbs=[checkpoint, report, *cbs])
     except (ValueError, FileNotFoundError, PretrainedWeightsError) as error:
         raise UserError(str(error)) from None
-    print(f"{len(dls.train_ds)} training and {len(dls.valid_ds)} validation images, {dls.c} classes; "
-          f"{args.arch}, {'pretrained' if args.pretrained else 'from scratch'}, recipe {args.recipe}")
-    report.update()
-    if args.fp16:
-        learn.to_fp16()
-    if args.resume:
-        try:
-            saved = learn.resume_from(checkpoint.path)
-        except FileNotFoundError:
-            raise UserError(f"--resume: no checkpoint in {out}; run without --resume to start") from None
-        except CheckpointMismatchError as error:
-            raise UserError(f"--resume: {error}") from None
-        progress = saved['progress']
-        print(f"resuming after epoch {progress['epoch']} of training phase {progress['fit_index'] + 1}")
-        if args.lr == 'find':
-            args.lr = saved['extra']['lr']  # the rate lr_find chose before the interruption
-    if args.lr == 'find':
-        learn.freeze(train_bn=args.recipe == 'fastai')
-        args.lr = learn.lr_find(show_plot=False).valley
-        print(f"lr_find suggests {args.lr:.2e} (valley)")
-        save_figure(learn.recorder.plot_lr_find(), out / 'lr_find.png')
-    checkpoint.extra['lr'] = args.lr
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', UnreadableImageWarning)  # the report prints them, one line each
-        train(learn, args, checkpoint.path)
-    final_error = learn.recorder.values[-1][2]
-    n_valid = sum(Path(f) not in dls.skipped for f in dls.valid_ds.items)
-    print(f"final error rate: {final_error:.4f} (accuracy {1 - final_error:.2%}) on {n_valid} images")
-    interp = ClassificationInterpretation.from_learner(learn)
-    print("most confused (actual, predicted, count):")
-    for actual, predicted, count in interp.most_confused()[:8]:
-        print(f"  {actual:<28} {predicted:<28} {count}")
-    write_results(out, learn, interp, dls)
-    learn.export(out / 'model.pth')
-    print(f"exported the model: python -m pets.predict {out / 'model.pth'} IMAGE...")
-    return learn
+    return learn, checkpoint, report
 
 
 def train(learn, args, checkpoint):

@@ -15,6 +15,7 @@ transforms there (converting to float), e.g. one augmentation warp of the whole 
 Randomness is reproducible and independent of the number of workers: each epoch, the loader's own
 generator draws the order and one seed per item, and every item's random crop is drawn from its seed.
 """
+import math
 import os
 import warnings
 from pathlib import Path
@@ -75,18 +76,32 @@ class ItemDataset(torch.utils.data.Dataset):
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """Yields (index, seed) for each item of an epoch: shuffled or in order, one fresh seed per item."""
+    """Yields (index, seed) for each item of an epoch: shuffled or in order, one fresh seed per item.
+
+    Sharded (see shard), it yields only every world_size-th pair from position rank: the processes of a
+    distributed run draw the same order from the same generator and split it between them.
+    """
 
     def __init__(self, n_items, shuffle, generator):
         self.n_items, self.shuffle, self.generator = n_items, shuffle, generator
+        self.shard(0, 1)
+
+    def shard(self, rank, world_size, pad=False):
+        """This process's share of each epoch; pad: repeat the first items so every share is as long."""
+        self.rank, self.world_size, self.pad = rank, world_size, pad
 
     def __len__(self):
-        return self.n_items
+        if self.pad:
+            return math.ceil(self.n_items / self.world_size)
+        return len(range(self.rank, self.n_items, self.world_size))
 
     def __iter__(self):
         order = torch.randperm(self.n_items, generator=self.generator) if self.shuffle else torch.arange(self.n_items)
         seeds = torch.randint(0, 2**62, (self.n_items,), generator=self.generator)
-        return iter(zip(order.tolist(), seeds.tolist()))
+        pairs = list(zip(order.tolist(), seeds.tolist()))
+        if self.pad:
+            pairs = (pairs * self.world_size)[:len(self) * self.world_size]
+        return iter(pairs[self.rank::self.world_size])
 
 
 def collate(samples):
@@ -134,8 +149,9 @@ class DataLoader:
         # As fastai, training drops the last partial batch (a batch of 3 would make BatchNorm's statistics
         # noise), but only when there is at least one full batch to keep.
         self.drop_last = shuffle and len(dataset) >= bs if drop_last is None else drop_last
+        self.sampler = EpochSampler(len(dataset), shuffle, self.generator)
         self._loader = torch.utils.data.DataLoader(
-            dataset, batch_size=bs, sampler=EpochSampler(len(dataset), shuffle, self.generator),
+            dataset, batch_size=bs, sampler=self.sampler,
             num_workers=num_workers, collate_fn=collate, drop_last=self.drop_last,
             pin_memory=self.device.type == 'cuda', persistent_workers=num_workers > 0,
             # torch draws its workers' base seed from this generator, not from torch's global one, so that
@@ -161,6 +177,10 @@ class DataLoader:
                 continue
             x = self.after_collate(images)
             yield x if labels is None else (x, labels.to(self.device, non_blocking=True))
+
+    def shard(self, rank, world_size, pad=False):
+        """Only this process's share of each epoch from now on (see EpochSampler.shard); shard(0, 1): all."""
+        self.sampler.shard(rank, world_size, pad)
 
     def after_collate(self, images):
         """Moves a uint8 batch to the device and applies the batch transforms there."""

@@ -96,6 +96,7 @@ def test_user_errors_name_the_problem_and_the_fix(pet_folder, tmp_path):
     fails('--data', str(pet_folder), '--pattern', r'(cat)_\d+', match="labels none of the 24 files .*group 1 must")
     fails('--data', str(pet_folder), '--pattern', r'\.(jpg)$', match="finds one class only \\('jpg'\\)")
     fails('--data', str(pet_folder), '--resume', match='--resume: no checkpoint in .*out; run without --resume')
+    fails('--data', str(pet_folder), '--sync-bn', '--device', 'cpu', match='--sync-bn needs GPUs')
     with pytest.raises(SystemExit) as exit_:
         main(['--arch', 'resnet9000'])
     assert exit_.value.code == 2

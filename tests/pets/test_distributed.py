@@ -1,0 +1,47 @@
+"""Data-parallel training: torchrun with 2 CPU processes (gloo), against one process on the same weights."""
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pets.data.block import EpochSampler
+from pets.run import build_learner, parse_args
+
+SMALL = ['--arch', 'resnet18', '--no-pretrained', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0']
+
+
+def test_shards_split_each_epoch_between_the_processes():
+    def epoch(rank, world_size, pad, seed=3):
+        sampler = EpochSampler(11, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        sampler.shard(rank, world_size, pad)
+        return list(sampler), len(sampler)
+
+    whole, _ = epoch(0, 1, False)
+    padded = [epoch(r, 3, True) for r in range(3)]
+    assert all(n == 4 and len(pairs) == 4 for pairs, n in padded)  # equal shares: 11 items padded to 12
+    assert sorted(p for pairs, _ in padded for p in pairs) == sorted(whole + whole[:1])
+    exact = [epoch(r, 3, False)[0] for r in range(3)]
+    assert [len(pairs) for pairs in exact] == [4, 4, 3] and sorted(sum(exact, [])) == sorted(whole)
+
+
+def test_torchrun_with_two_gloo_processes_validates_as_one_process_would(pet_folder, tmp_path):
+    options = ['--data', str(pet_folder), *SMALL, '--freeze-epochs', '1', '--epochs', '1', '--device', 'cpu']
+    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+               '-m', 'pets.run', *options, '--out', str(tmp_path / 'ddp')]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert '20 training and 4 validation images, 3 classes' in done.stdout and '2 processes of batch size 6' in done.stdout
+    assert done.stdout.count('final error rate') == 1  # rank 0 alone prints
+    with open(tmp_path / 'ddp' / 'history.csv') as file:
+        last = list(csv.DictReader(file))[-1]
+
+    # One process, the same data and split, the weights the two processes ended with.
+    learn, _, _ = build_learner(parse_args([*options, '--out', str(tmp_path / 'single')]), tmp_path / 'single', ())
+    learn.model.load_state_dict(torch.load(tmp_path / 'ddp' / 'model.pth', weights_only=True)['state_dict'])
+    valid_loss, error = learn.validate()
+    assert float(last['valid_loss']) == pytest.approx(valid_loss, rel=1e-6)
+    assert float(last['error_rate']) == error
