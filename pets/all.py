@@ -13,6 +13,7 @@ from torch import tensor
 
 from minigrad.optim import SGD, Adam
 from pets.augment import aug_transforms
+from pets.checkpoint import SaveCheckpoint
 from pets.data.block import CategoryBlock, DataBlock, DataLoader, DataLoaders, ImageBlock
 from pets.data.download import URLs, untar_data
 from pets.data.images import Resize, load_image, read_image, verify_images
@@ -31,7 +32,8 @@ __all__ = [
     'get_image_files', 'RegexLabeller', 'using_attr', 'RandomSplitter', 'Categorize',
     'load_image', 'read_image', 'verify_images', 'Resize', 'aug_transforms',
     'DataBlock', 'ImageBlock', 'CategoryBlock', 'DataLoader', 'DataLoaders', 'show_images',
-    'Learner', 'cnn_learner', 'vision_learner', 'load_learner', 'error_rate', 'accuracy', 'top_k_accuracy', 'minimum', 'steep', 'valley', 'slide',
+    'Learner', 'cnn_learner', 'vision_learner', 'load_learner', 'SaveCheckpoint',
+    'error_rate', 'accuracy', 'top_k_accuracy', 'minimum', 'steep', 'valley', 'slide',
     'ClassificationInterpretation',
     'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'efficientnet_lite0',
 ]

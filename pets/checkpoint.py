@@ -6,7 +6,8 @@ leaves a half-written file.
     learn.fine_tune(4, resume=True)         # ...a new process continues after epoch 2, to the same weights
 
 At the end of every epoch the SaveCheckpoint callback writes: the weights, the optimizer's state, where
-training is (which fit call of the learner's life, which epoch), the recorder's history, every random
+training is (which fit call of the learner's life, which epoch, which step of the schedule), the
+recorder's history, every random
 number generator (Python's, numpy's, torch's, CUDA's, and the private ones of the loaders and the batch
 augmentation), and what the checkpoint fits: architecture, vocabulary, image size and data split.
 Restoring all of it at the start of the next epoch makes the rest of the run draw the same batches, the
@@ -122,12 +123,12 @@ def describe_difference(name, saved, current):
 
 def checkpoint_state(learn, extra=None):
     """The dictionary a checkpoint holds (see the module docstring)."""
-    fit_index, epoch, n_epoch = learn.fit_progress
+    fit_index, epoch, n_epoch, step = learn.fit_progress
     recorder = learn.recorder
     return {
         'format': FORMAT_VERSION,
         'identity': identity(learn),
-        'progress': {'fit_index': fit_index, 'epoch': epoch, 'n_epoch': n_epoch},
+        'progress': {'fit_index': fit_index, 'epoch': epoch, 'n_epoch': n_epoch, 'step': step},
         'model': learn.model.state_dict(),
         'opt': learn.opt.state_dict(),
         'recorder': {'losses': recorder.losses, 'lrs': recorder.lrs, 'moms': recorder.moms,

@@ -116,7 +116,7 @@ class Learner:
         self.opt, self.frozen_batchnorms, self.arch = None, [], None
         self.mixed_precision, self.scaler = False, None
         # Where training is, for checkpoints: the number of fit calls started, and (fit call, epoch done,
-        # epochs) of the running one; a checkpoint waiting to be resumed by the fit call it was made in.
+        # epochs, schedule steps done) of the running one; a checkpoint waiting to be resumed by the fit call it was made in.
         self.fit_count, self.fit_progress, self._resume_from = 0, None, None
         # Inside distrib_ctx: the model wrapped in DistributedDataParallel, re-wrapped by each fit call.
         self.distributed, self.ddp = False, None
@@ -271,19 +271,18 @@ class Learner:
                 if group['decayed']:
                     group['weight_decay'] = wd
         lrs = discriminative_lrs(lr if lr is not None else self.lr, len(self.groups))
-        start_epoch = 0
+        start_epoch, step = 0, 0
         if self._resume_from is not None:
             saved, self._resume_from = self._resume_from, None
             if saved['progress']['fit_index'] == fit_index:
                 restore_checkpoint(self, saved)
-                start_epoch = saved['progress']['epoch'] + 1
+                start_epoch, step = saved['progress']['epoch'] + 1, saved['progress']['step']
         if self.distributed:  # after (un)freezing: DDP synchronises the parameters that train at wrapping
             self.ddp = wrap_ddp(self.model, self.dls.device)
         self._print_row(self.recorder.header)
         for epoch, row in enumerate(self.recorder.values[len(self.recorder.values) - start_epoch:]):
             self._print_row([epoch, *row, 'resumed'])
         self._callback('before_fit')
-        step = start_epoch * len(self.dls.train)
         for epoch in range(start_epoch, n_epoch):
             self.epoch = epoch
             start = time.time()
@@ -299,10 +298,11 @@ class Learner:
                 except FloatingPointError as error:
                     raise FloatingPointError(f"epoch {epoch}, step {step}: {error}") from None
                 except torch.OutOfMemoryError:
+                    bs, half = self.dls.train.bs, max(1, self.dls.train.bs // 2)
                     raise torch.OutOfMemoryError(
-                        f"epoch {epoch}, step {step}: out of memory on {self.dls.device} with batch size "
-                        f"{self.dls.train.bs}: use a smaller batch size (pets.run --bs {max(1, self.dls.train.bs // 2)}"
-                        f"), or mixed precision (--fp16), which halves the activations") from None
+                        f"epoch {epoch}, step {step}: out of memory on {self.dls.device} with batch size {bs}: "
+                        f"use a smaller batch size (dataloaders(bs={half}), pets.run --bs {half}) or mixed "
+                        f"precision (to_fp16, --fp16), which halves the activations' memory") from None
                 self.loss = loss
                 self._callback('after_batch')
                 self.recorder.losses.append(loss.item())
@@ -316,7 +316,7 @@ class Learner:
             values = [epoch, total / max(count, 1), valid_loss, *metrics]
             self.recorder.values.append(values[1:])
             self._print_row([*values, time.strftime('%M:%S', time.gmtime(time.time() - start))])
-            self.fit_progress = (fit_index, epoch, n_epoch)
+            self.fit_progress = (fit_index, epoch, n_epoch, step)
             self._callback('after_epoch')
         self._callback('after_fit')
 
@@ -398,8 +398,13 @@ class Learner:
                 outputs.append(self.model(self.normalize(x)).float())
                 if y is not None:
                     targets.append(y)
+        if not outputs:  # an empty loader (a process's validation shard may be)
+            outputs = [torch.empty(0, self.dls.c, device=self.dls.device)]
+            if getattr(getattr(dl, 'dataset', None), 'targets', None) is not None:
+                targets = [torch.empty(0, dtype=torch.long, device=self.dls.device)]
         outputs, targets = torch.cat(outputs), (torch.cat(targets) if targets else None)
-        if self.distributed and getattr(getattr(dl, 'sampler', None), 'world_size', 1) > 1:  # a sharded loader: every process's outputs
+        sharded = getattr(getattr(dl, 'sampler', None), 'world_size', 1) > 1
+        if self.distributed and sharded:  # each process saw its shard: put the whole set together
             return gather_in_order(outputs, targets)
         return outputs, targets
 

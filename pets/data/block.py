@@ -146,14 +146,19 @@ class DataLoader:
         self.batch_tfms = list(batch_tfms)
         self.generator = generator if generator is not None else generator_from()
         self.skipped = skipped if skipped is not None else {}
-        # As fastai, training drops the last partial batch (a batch of 3 would make BatchNorm's statistics
-        # noise), but only when there is at least one full batch to keep.
-        self.drop_last = shuffle and len(dataset) >= bs if drop_last is None else drop_last
         self.sampler = EpochSampler(len(dataset), shuffle, self.generator)
+        self.num_workers, self.drop_last_option = num_workers, drop_last
+        self._make_loader()
+
+    def _make_loader(self):
+        # As fastai, training drops the last partial batch (a batch of 3 would make BatchNorm's statistics
+        # noise), but only when there is at least one full batch to keep (in this process's shard).
+        self.drop_last = (self.shuffle and len(self.sampler) >= self.bs if self.drop_last_option is None
+                          else self.drop_last_option)
         self._loader = torch.utils.data.DataLoader(
-            dataset, batch_size=bs, sampler=self.sampler,
-            num_workers=num_workers, collate_fn=collate, drop_last=self.drop_last,
-            pin_memory=self.device.type == 'cuda', persistent_workers=num_workers > 0,
+            self.dataset, batch_size=self.bs, sampler=self.sampler,
+            num_workers=self.num_workers, collate_fn=collate, drop_last=self.drop_last,
+            pin_memory=self.device.type == 'cuda', persistent_workers=self.num_workers > 0,
             # torch draws its workers' base seed from this generator, not from torch's global one, so that
             # starting an iterator (once per run with persistent workers) never shifts the global stream
             # (dropout): a resumed run then draws what an uninterrupted one does. Items carry their own seeds.
@@ -181,6 +186,7 @@ class DataLoader:
     def shard(self, rank, world_size, pad=False):
         """Only this process's share of each epoch from now on (see EpochSampler.shard); shard(0, 1): all."""
         self.sampler.shard(rank, world_size, pad)
+        self._make_loader()  # the shard's length decides whether the last partial batch is dropped
 
     def after_collate(self, images):
         """Moves a uint8 batch to the device and applies the batch transforms there."""

@@ -68,7 +68,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, pet_folder
     killed, weights, checkpoint = run_script(tmp_path, pet_folder, 'resumed', kill=(1, 1, 2))
     assert killed.returncode == -signal.SIGKILL
     saved = torch.load(checkpoint, weights_only=True)
-    assert saved['progress'] == {'fit_index': 1, 'epoch': 0, 'n_epoch': 2}  # the last epoch that ended
+    assert saved['progress'] == {'fit_index': 1, 'epoch': 0, 'n_epoch': 2, 'step': 3}  # the last epoch that ended
     assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
     # ...then resumed: the same weights and table as the run that was never interrupted.
     resumed, _, _ = run_script(tmp_path, pet_folder, 'resumed', resume=True)

@@ -94,6 +94,16 @@ def test_a_diverging_loss_stops_with_a_message(dls):
         learn.fit(1, lr=1e30)
 
 
+def test_running_out_of_memory_suggests_a_smaller_batch(dls):
+    def out_of_memory(logits, targets, **kwargs):  # what a too-large batch raises on a GPU
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    learn = learner(dls, loss_func=out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError, match=r"epoch 0, step 0: out of memory on cpu with batch size 6: "
+                                                     r"use a smaller batch size \(dataloaders\(bs=3\), pets.run --bs 3"):
+        learn.fit(1)
+
+
 def test_lr_find_restores_the_model_and_suggests(dls):
     import matplotlib
     matplotlib.use('Agg')

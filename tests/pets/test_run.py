@@ -46,8 +46,10 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result_and_a_seed_repeats(p
         assert done.returncode == 0, done.stderr
     killed = run_script(KILLED_RUN.format(argv=[*options, '--out', str(outputs['killed'])]))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert torch.load(outputs['killed'] / 'checkpoint.pth')['progress'] == {'fit_index': 1, 'epoch': 0, 'n_epoch': 3}
-    resumed = run_script(f"from pets.run import main; main({[*options, '--out', str(outputs['killed']), '--resume']!r})")
+    progress = torch.load(outputs['killed'] / 'checkpoint.pth')['progress']
+    assert progress == {'fit_index': 1, 'epoch': 0, 'n_epoch': 3, 'step': 3}  # the last epoch that ended
+    resume = [*options, '--out', str(outputs['killed']), '--resume']
+    resumed = run_script(f"from pets.run import main; main({resume!r})")
     assert resumed.returncode == 0, resumed.stderr
     assert 'resuming after epoch 0 of training phase 2' in resumed.stdout
 
@@ -128,7 +130,7 @@ def test_a_non_finite_loss_stops_at_its_step_and_the_last_good_checkpoint_stays(
                                              r"learning rate .* checkpoint of the last completed epoch stays in"):
         main(options, cbs=[PoisonWeights()])
     saved = torch.load(tmp_path / 'checkpoint.pth', weights_only=True)
-    assert saved['progress'] == {'fit_index': 0, 'epoch': 1, 'n_epoch': 2}
+    assert saved['progress'] == {'fit_index': 0, 'epoch': 1, 'n_epoch': 2, 'step': 6}
     assert all(torch.isfinite(v).all() for v in saved['model'].values() if v.is_floating_point())
     with pytest.raises(UserError, match=r'image size: \[32, 32\] in the checkpoint, \[24, 24\] now'):
         main([*options, '--resume', '--size', '24'])
