@@ -58,3 +58,46 @@ def test_torchrun_with_two_gloo_processes_validates_as_one_process_would(pet_fol
     valid_loss, error = learn.validate()
     assert float(last['valid_loss']) == pytest.approx(valid_loss, rel=1e-6)
     assert float(last['error_rate']) == error
+
+
+KILLED_RANK_0 = """
+import os, signal, sys
+from pets.run import main
+
+class KillAt:  # rank 0 SIGKILLs itself after the first of two batches of the second unfrozen epoch
+    batch = 0
+    def after_batch(self, learn):
+        self.batch += 1
+        if os.environ['RANK'] == '0' and (learn.fit_count, learn.epoch, self.batch) == (2, 1, 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+    def after_epoch(self, learn):
+        self.batch = 0
+
+main(sys.argv[1:], cbs=[KillAt()])
+"""
+
+
+def test_a_distributed_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(pet_folder, tmp_path):
+    script = tmp_path / 'killed.py'
+    script.write_text(KILLED_RANK_0)
+    options = ['--data', str(pet_folder), *SMALL, '--bs', '4', '--freeze-epochs', '1', '--epochs', '3',
+               '--device', 'cpu', '--deterministic']
+
+    def torchrun(target, out, *more):
+        return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node',
+                               '2', *target, *options, '--out', str(out), *more], capture_output=True, text=True,
+                              timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+
+    straight = torchrun(['-m', 'pets.run'], tmp_path / 'straight')
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed = torchrun([str(script)], tmp_path / 'killed')
+    assert killed.returncode != 0  # torchrun stopped rank 1 when rank 0 died
+    assert torch.load(tmp_path / 'killed' / 'checkpoint.pth')['progress'] == {
+        'fit_index': 1, 'epoch': 0, 'n_epoch': 3, 'step': 2}
+    resumed = torchrun(['-m', 'pets.run'], tmp_path / 'killed', '--resume')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 'resuming after epoch 0 of training phase 2' in resumed.stdout
+    assert (tmp_path / 'killed' / 'history.csv').read_text() == (tmp_path / 'straight' / 'history.csv').read_text()
+    expected = torch.load(tmp_path / 'straight' / 'model.pth')['state_dict']
+    got = torch.load(tmp_path / 'killed' / 'model.pth')['state_dict']
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
