@@ -36,6 +36,7 @@ def rank():
 
 
 def launched_by_torchrun():
+    """True in a process torchrun started alongside others (WORLD_SIZE > 1 in the environment)."""
     return int(os.environ.get('WORLD_SIZE', '1')) > 1
 
 
@@ -54,7 +55,26 @@ def init_distributed(device=None):
 
 
 def processes_per_machine():
+    """How many processes torchrun started on this machine."""
     return int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
+
+
+def all_gather(value):
+    """[every process's value], in rank order (any picklable value; [value] when not distributed)."""
+    if world_size() == 1:
+        return [value]
+    values = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def broadcast(value):
+    """Rank 0's value, in every process (the value itself when not distributed)."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def gather_in_order(outputs, targets):
@@ -63,8 +83,7 @@ def gather_in_order(outputs, targets):
     Shard r holds items r, r + N, r + 2N, ... (see EpochSampler), so item i is row i // N of shard i % N.
     If a process left out an unreadable file, the shards no longer follow that pattern; they are then
     concatenated, which keeps the metrics right but not the order of get_preds."""
-    parts = [None] * world_size()
-    dist.all_gather_object(parts, (outputs.cpu(), None if targets is None else targets.cpu()))
+    parts = all_gather((outputs.cpu(), None if targets is None else targets.cpu()))
     n = sum(len(p[0]) for p in parts)
     count = len(parts)
     if all(len(p[0]) == len(range(r, n, count)) for r, p in enumerate(parts)):
@@ -75,15 +94,6 @@ def gather_in_order(outputs, targets):
     if targets is None:
         return gathered_outputs, None
     return gathered_outputs, torch.cat([p[1] for p in parts])[order].to(targets.device)
-
-
-def broadcast(value):
-    """Rank 0's value, in every process (the value itself when not distributed)."""
-    if world_size() == 1:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 @contextlib.contextmanager

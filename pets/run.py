@@ -36,8 +36,8 @@ from pets.data.block import CategoryBlock, DataBlock, ImageBlock, UnreadableImag
 from pets.data.download import URLs, untar_data
 from pets.data.images import Resize
 from pets.data.items import RandomSplitter, get_image_files
-from pets.distributed import (broadcast, init_distributed, launched_by_torchrun, processes_per_machine, rank,
-                              local_rank_zero_first, world_size)
+from pets.distributed import (all_gather, broadcast, init_distributed, launched_by_torchrun, local_rank_zero_first,
+                              processes_per_machine, rank, world_size)
 from pets.interpret import ClassificationInterpretation
 from pets.learner import cnn_learner, error_rate
 from pets.models import ARCHS, PretrainedWeightsError
@@ -138,10 +138,10 @@ class LeftOutReport:
     def __init__(self, path, left_out):
         self.path, self.left_out, self.printed = Path(path), dict(left_out), set()
 
-    def update(self, learn=None):
-        if learn is not None:
-            self.left_out.update({Path(f): reason for f, reason in learn.dls.skipped.items()})
-        if learn is not None and not learn.is_main_process:
+    def update(self, learn):
+        for skipped in all_gather(learn.dls.skipped):  # each process decodes its own shard
+            self.left_out.update({Path(f): reason for f, reason in skipped.items()})
+        if not learn.is_main_process:
             return
         for f in sorted(set(self.left_out) - self.printed):
             print(f"left out {self.left_out[f]}")
@@ -167,7 +167,7 @@ def main(argv=None, cbs=()):
     import matplotlib
     matplotlib.use('Agg')  # the script writes plots to files: no window, whatever the machine has
     args = parse_args(argv)
-    if args.sync_bn and not (torch.cuda.is_available() and args.device in (None, 'cuda')):
+    if args.sync_bn and not (torch.cuda.is_available() and torch.device(args.device or 'cuda').type == 'cuda'):
         raise UserError("--sync-bn needs GPUs: torch's SyncBatchNorm has no CPU kernel; leave --sync-bn out")
     if launched_by_torchrun():
         args.device = str(init_distributed(args.device))
