@@ -161,4 +161,7 @@ def distrib_ctx(learn, sync_bn=False):
 
 def wrap(model, device):
     """model in DistributedDataParallel over the parameters that train now (so re-wrap after (un)freezing)."""
-    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
+    if device.type != 'cuda':
+        return nn.parallel.DistributedDataParallel(model)
+    index = device.index if device.index is not None else torch.cuda.current_device()  # 'cuda': this process's
+    return nn.parallel.DistributedDataParallel(model, device_ids=[index])

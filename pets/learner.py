@@ -210,14 +210,23 @@ class Learner:
         return distrib_ctx(self, sync_bn)
 
     def use_sync_batchnorm(self):
-        """Swaps every BatchNorm layer for a SyncBatchNorm with its parameters and statistics; the
-        optimizer is rebuilt over the new parameters with its state, and the freezing applied again."""
-        saved = self.opt.state_dict() if self.opt is not None else None
+        """Swaps every BatchNorm layer for a SyncBatchNorm (statistics over all processes' batches).
+
+        torch's convert_sync_batchnorm makes new modules that share the old ones' parameters and running
+        statistics, so the optimizer keeps working; the layer groups, which may hold the old modules (a
+        group is a new Sequential over the body's children), are pointed at the new ones, and the freezing
+        applied again so that frozen statistics stay frozen."""
+        before = dict(self.model.named_modules())
         self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        replaced = {id(before[name]): module for name, module in self.model.named_modules()
+                    if before.get(name) is not module}
+        self.groups = [replaced.get(id(group), group) for group in self.groups]
+        for group in self.groups:
+            for parent in group.modules():
+                for name, child in parent.named_children():
+                    if id(child) in replaced:
+                        setattr(parent, name, replaced[id(child)])
         self._set_trainable(*self._trainable)
-        if saved is not None:
-            self.create_opt()
-            self.opt.load_state_dict(saved)
 
     def to_fp16(self):
         """Mixed precision: the forward pass in float16 on a GPU (with dynamic loss scaling) or bfloat16 on

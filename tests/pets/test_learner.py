@@ -250,3 +250,23 @@ def test_most_confused_on_a_constructed_case(dls):
     assert interp.most_confused() == [(v[0], v[1], 2), (v[1], v[0], 1), (v[2], v[0], 1), (v[2], v[1], 1)]
     assert interp.most_confused(min_val=2) == [(v[0], v[1], 2)]
     assert interp.confusion_matrix().tolist() == [[1, 2, 0], [1, 1, 0], [1, 1, 1]]
+
+
+def test_sync_batchnorm_reaches_the_layer_groups_and_keeps_the_optimizer(dls):
+    learn = learner(dls)
+    learn.freeze(train_bn=False)
+    learn.create_opt()
+    parameters = [p for group in learn.opt.param_groups for p in group['params']]
+    learn.use_sync_batchnorm()
+    in_model = {id(m) for m in learn.model.modules() if isinstance(m, torch.nn.SyncBatchNorm)}
+    in_groups = [m for group in learn.groups for m in group.modules()
+                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert in_groups and all(isinstance(m, torch.nn.SyncBatchNorm) and id(m) in in_model for m in in_groups)
+    assert {id(m) for m in learn.frozen_batchnorms} <= in_model and learn.frozen_batchnorms
+    model_parameters = {id(p) for p in learn.model.parameters()}
+    assert all(id(p) in model_parameters for p in parameters)  # the optimizer steps the model's parameters
+    frozen = learn.frozen_batchnorms[0]
+    before = frozen.running_mean.clone()
+    learn.fit(1, lr=1e-3)  # one process, no process group: SyncBatchNorm computes as BatchNorm
+    assert torch.equal(frozen.running_mean, before)
+
