@@ -7,9 +7,9 @@ leaves a half-written file.
 
 At the end of every epoch the SaveCheckpoint callback writes: the weights, the optimizer's state, where
 training is (which fit call of the learner's life, which epoch, which step of the schedule), the
-recorder's history, every random
-number generator (Python's, numpy's, torch's, CUDA's, and the private ones of the loaders and the batch
-augmentation), and what the checkpoint fits: architecture, vocabulary, image size and data split.
+recorder's history, every random number generator (Python's, numpy's, torch's, CUDA's, and the private
+ones of the loaders and the batch augmentation) of every process of a distributed run, and what the
+checkpoint fits: architecture, vocabulary, image size, data split and number of processes.
 Restoring all of it at the start of the next epoch makes the rest of the run draw the same batches, the
 same augmentations and the same dropout masks as an uninterrupted run: on the CPU the final weights are
 equal to the bit.
@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from pets.distributed import all_gather, rank, world_size
 
 FORMAT_VERSION = 1
 
@@ -75,7 +77,7 @@ def rng_states(learn):
         'numpy': {'kind': kind, 'keys': torch.from_numpy(keys.astype(np.int64)), 'position': position,
                   'has_gauss': has_gauss, 'cached_gaussian': cached_gaussian},
         'torch': torch.get_rng_state(),
-        'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        'cuda': torch.cuda.get_rng_state() if torch.cuda.is_available() else None,  # this process's GPU
         'generators': {name: g.get_state() for name, g in private_generators(learn).items()},
     }
 
@@ -87,8 +89,8 @@ def set_rng_states(learn, states):
     np.random.set_state((numpy['kind'], numpy['keys'].numpy().astype(np.uint32), numpy['position'],
                          numpy['has_gauss'], numpy['cached_gaussian']))
     torch.set_rng_state(states['torch'])
-    if states['cuda'] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states['cuda'])
+    if states['cuda'] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states['cuda'])
     for name, generator in private_generators(learn).items():
         generator.set_state(states['generators'][name])
 
@@ -101,6 +103,7 @@ def identity(learn):
         'architecture': learn.arch if isinstance(learn.arch, str) else type(learn.model).__name__,
         'vocabulary': [str(label) for label in learn.dls.vocab],
         'image size': list(sizes[0]) if sizes else None,
+        'processes': world_size(),  # each has its shard and its own random streams
         'training files': [str(item) for item in learn.dls.train_ds.items],
         'validation files': [str(item) for item in learn.dls.valid_ds.items],
     }
@@ -121,8 +124,9 @@ def describe_difference(name, saved, current):
     return f"{name}: {saved} in the checkpoint, {current} now"
 
 
-def checkpoint_state(learn, extra=None):
-    """The dictionary a checkpoint holds (see the module docstring)."""
+def checkpoint_state(learn, extra=None, rng=None):
+    """The dictionary a checkpoint holds (see the module docstring); rng: every process's random states
+    (default: this process's)."""
     fit_index, epoch, n_epoch, step = learn.fit_progress
     recorder = learn.recorder
     return {
@@ -133,14 +137,15 @@ def checkpoint_state(learn, extra=None):
         'opt': learn.opt.state_dict(),
         'recorder': {'losses': recorder.losses, 'lrs': recorder.lrs, 'moms': recorder.moms,
                      'values': recorder.values},
-        'rng': rng_states(learn),
+        'rng': rng if rng is not None else [rng_states(learn)],
         'extra': extra or {},
     }
 
 
-def save_checkpoint(learn, path, extra=None):
-    """Writes learn's checkpoint to path, atomically. extra: a dict of the caller's (e.g. the run's options)."""
-    atomic_save(checkpoint_state(learn, extra), path)
+def save_checkpoint(learn, path, extra=None, rng=None):
+    """Writes learn's checkpoint to path, atomically. extra: a dict of the caller's (e.g. the run's options);
+    rng: as checkpoint_state."""
+    atomic_save(checkpoint_state(learn, extra, rng), path)
 
 
 def load_checkpoint(learn, path):
@@ -170,7 +175,7 @@ def restore_checkpoint(learn, saved):
     recorder = learn.recorder
     recorder.losses, recorder.lrs = list(saved['recorder']['losses']), list(saved['recorder']['lrs'])
     recorder.moms, recorder.values = list(saved['recorder']['moms']), list(saved['recorder']['values'])
-    set_rng_states(learn, saved["rng"])
+    set_rng_states(learn, saved['rng'][rank()])
 
 
 class SaveCheckpoint:
@@ -189,5 +194,6 @@ class SaveCheckpoint:
         return Path(self.path) if self.path is not None else learn.dls.path / 'models' / 'checkpoint.pth'
 
     def after_epoch(self, learn):
+        rng = all_gather(rng_states(learn))  # every process takes part; rank 0 writes
         if learn.is_main_process:
-            save_checkpoint(learn, self.resolve(learn), self.extra)
+            save_checkpoint(learn, self.resolve(learn), self.extra, rng)

@@ -183,7 +183,9 @@ def main(argv=None, cbs=()):
 def run(args, cbs):
     is_main = rank() == 0
     say = print if is_main else (lambda *_, **__: None)
-    seed_everything(args.seed, args.deterministic)
+    # Each process its own random streams (augmentation, dropout); DDP starts every copy of the model from
+    # rank 0's weights, and the split and the loaders' order take args.seed itself, the same everywhere.
+    seed_everything(args.seed + rank(), args.deterministic)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     learn, checkpoint, report = build_learner(args, out, cbs)

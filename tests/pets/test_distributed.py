@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pets.data.block import EpochSampler
-from pets.run import build_learner, parse_args
+from pets.run import UserError, build_learner, main, parse_args
 
 SMALL = ['--arch', 'resnet18', '--no-pretrained', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0']
 
@@ -94,6 +94,8 @@ def test_a_distributed_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     assert killed.returncode != 0  # torchrun stopped rank 1 when rank 0 died
     assert torch.load(tmp_path / 'killed' / 'checkpoint.pth')['progress'] == {
         'fit_index': 1, 'epoch': 0, 'n_epoch': 3, 'step': 2}
+    with pytest.raises(UserError, match='processes: 2 in the checkpoint, 1 now'):
+        main([*options, '--out', str(tmp_path / 'killed'), '--resume'])  # one process cannot take it over
     resumed = torchrun(['-m', 'pets.run'], tmp_path / 'killed', '--resume')
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert 'resuming after epoch 0 of training phase 2' in resumed.stdout
