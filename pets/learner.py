@@ -307,11 +307,7 @@ class Learner:
                 except FloatingPointError as error:
                     raise FloatingPointError(f"epoch {epoch}, step {step}: {error}") from None
                 except torch.OutOfMemoryError:
-                    bs, half = self.dls.train.bs, max(1, self.dls.train.bs // 2)
-                    raise torch.OutOfMemoryError(
-                        f"epoch {epoch}, step {step}: out of memory on {self.dls.device} with batch size {bs}: "
-                        f"use a smaller batch size (dataloaders(bs={half}), pets.run --bs {half}) or mixed "
-                        f"precision (to_fp16, --fp16), which halves the activations' memory") from None
+                    raise self._out_of_memory(f"epoch {epoch}, step {step}", self.dls.train.bs) from None
                 self.loss = loss
                 self._callback('after_batch')
                 self.recorder.losses.append(loss.item())
@@ -404,7 +400,10 @@ class Learner:
         with torch.no_grad(), self._autocast():
             for batch in dl:
                 x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
-                outputs.append(self.model(self.normalize(x)).float())
+                try:
+                    outputs.append(self.model(self.normalize(x)).float())
+                except torch.OutOfMemoryError:
+                    raise self._out_of_memory('predicting', len(x)) from None
                 if y is not None:
                     targets.append(y)
         if not outputs:  # an empty loader (a process's validation shard may be)
@@ -440,6 +439,13 @@ class Learner:
         (probabilities,) = self.get_preds(dl=self.dls.test_dl([item]))[:1]
         index = int(probabilities[0].argmax())
         return self.dls.vocab[index], index, probabilities[0]
+
+    def _out_of_memory(self, where, bs):
+        half = max(1, bs // 2)
+        return torch.OutOfMemoryError(
+            f"{where}: out of memory on {self.dls.device} with batch size {bs}: use a smaller batch size "
+            f"(dataloaders(bs={half}), pets.run --bs {half}) or mixed precision (to_fp16, --fp16), which "
+            f"halves the activations' memory")
 
     def _print_row(self, row):
         if not self.is_main_process:

@@ -103,6 +103,11 @@ def test_running_out_of_memory_suggests_a_smaller_batch(dls):
                                                      r"use a smaller batch size \(dataloaders\(bs=3\), pets.run --bs 3"):
         learn.fit(1)
 
+    learn = learner(dls)
+    learn.model.forward = lambda x: out_of_memory(x, None)
+    with pytest.raises(torch.OutOfMemoryError, match=r"predicting: out of memory on cpu with batch size 6: use a"):
+        learn.validate()
+
 
 def test_lr_find_restores_the_model_and_suggests(dls):
     import matplotlib
