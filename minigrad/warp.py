@@ -233,7 +233,12 @@ def supersampling_taps(scale):
     enough up to a scale of about 3 (460 -> 224 is 2x: plain bilinear is near ideal there, and a perspective
     warp's far side may reach 2.5x); beyond, k taps per axis spaced scale / k apart, each tent reaching
     about a pixel either side, cover the footprint: k = ceil((scale - 1) / 2).
+
+    scale: a number, or a tensor of them (then a long tensor: no Python numbers, which torch.compile would
+    have to specialise on, one recompilation per value).
     """
+    if isinstance(scale, torch.Tensor):
+        return ((scale - 1) / 2).ceil().clamp(min=1).long()
     return max(1, math.ceil((scale - 1) / 2))
 
 
@@ -262,7 +267,7 @@ def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', alig
     taps = torch.ones(len(input), dtype=torch.long)
     if antialias and mode == 'bilinear':
         scale = input_pixels_per_output_pixel(matrices, input.shape[2:], (out_h, out_w))
-        taps = torch.tensor([supersampling_taps(s) for s in scale.tolist()])
+        taps = supersampling_taps(scale).cpu()
     output = None
     for k in taps.unique().tolist():
         chosen = (taps == k).nonzero().squeeze(1).to(input.device)

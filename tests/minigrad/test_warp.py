@@ -118,6 +118,8 @@ def test_antialias_is_plain_bilinear_at_2x_and_supersamples_beyond():
     fine = W.warp(x, crop, 112)
     assert not torch.equal(fine, W.warp(x, crop, 112, antialias=False))
     assert W.supersampling_taps(2.05) == 1 and W.supersampling_taps(4.1) == 2 and W.supersampling_taps(8.2) == 4
+    scales = torch.tensor([0.3, 1.0, 2.05, 3.0, 3.01, 4.1, 8.2, 9.0])  # the tensor form: no Python numbers
+    assert W.supersampling_taps(scales).tolist() == [W.supersampling_taps(s) for s in scales.tolist()]
     # Noise averaged over a 4x4 footprint has a quarter of the spread that 2x2-tap bilinear leaves.
     assert fine.std() < W.warp(x, crop, 112, antialias=False).std() * 0.75
 
