@@ -96,7 +96,8 @@ def set_rng_states(learn, states):
 
 
 def identity(learn):
-    """What a checkpoint must match to be resumed: architecture, vocabulary, image size, data split."""
+    """What a checkpoint must match to be resumed: architecture, vocabulary, image size, number of
+    processes, data split (the files as the loaders list them)."""
     sizes = [tuple(t.size) for t in learn.dls.train.batch_tfms if getattr(t, 'size', None)]
     sizes += [(t.height, t.width) for t in learn.dls.train_ds.item_tfms if hasattr(t, 'height')]
     return {
@@ -110,6 +111,7 @@ def identity(learn):
 
 
 def describe_difference(name, saved, current):
+    """One identity entry that differs, in words: what the checkpoint had and what there is now."""
     if isinstance(saved, list) and isinstance(current, list) and name.endswith('files'):
         added = sorted(set(current) - set(saved))
         removed = sorted(set(saved) - set(current))
