@@ -15,7 +15,8 @@ Crashes and bad input: a checkpoint is written to --out after every epoch (atomi
 kill, the same command with --resume continues after the last completed epoch, to the same result. Files
 that cannot be used (unreadable, not images, names the --pattern does not match) are left out, one line
 each on the screen and in --out/left_out.txt. Exit codes: 0 done, 2 a bad option or input (one line, no
-traceback), 1 training failed (a non-finite loss, out of memory; the last checkpoint stays).
+traceback), 1 training failed (a non-finite loss, out of memory; the last checkpoint stays), 130
+interrupted with Ctrl-C (the checkpoint stays too).
 """
 import argparse
 import csv
@@ -295,12 +296,21 @@ def write_results(out, learn, interp, dls):
     print(f"wrote {out}/: history.csv, history.md, " + ', '.join(f"{name}.png" for name in figures))
 
 
-if __name__ == '__main__':
+def cli(argv=None):
+    """The command line: main, with user errors and failures reported in one line and an exit code."""
     try:
-        main()
+        main(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except TrainingFailed as error:
         print(f"training failed: {error}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted: the checkpoint of the last completed epoch, if one completed, stays in --out; "
+              "the same command with --resume continues from it", file=sys.stderr)
+        sys.exit(130)  # the shell's code for a process stopped by Ctrl-C
+
+
+if __name__ == '__main__':
+    cli()

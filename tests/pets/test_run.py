@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -113,6 +114,22 @@ def test_the_command_line_exits_2_for_user_errors_and_1_for_a_failed_run_without
                               capture_output=True, text=True)
     assert diverged.returncode == 1 and 'Traceback' not in diverged.stderr
     assert 'lower the learning rate' in diverged.stderr and 'no epoch had completed' in diverged.stderr
+
+
+def test_ctrl_c_says_how_to_resume_and_keeps_the_checkpoint(pet_folder, tmp_path):
+    command = [sys.executable, '-m', 'pets.run', '--data', str(pet_folder), *SMALL, '--freeze-epochs', '1',
+               '--epochs', '200', '--out', str(tmp_path)]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = tmp_path / 'checkpoint.pth'
+    for _ in range(1200):  # wait (up to 2 min) until an epoch has been checkpointed
+        if checkpoint.exists() or run.poll() is not None:
+            break
+        time.sleep(0.1)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130 and 'Traceback' not in stderr
+    assert 'interrupted: the checkpoint of the last completed epoch' in stderr and '--resume' in stderr
+    assert torch.load(checkpoint, weights_only=True)['progress']['epoch'] >= 0
 
 
 class PoisonWeights:
