@@ -10,6 +10,7 @@ step, one param group per layer group so that a slice(lo, hi) gives each its own
 but the head. Output is fastai's: a table row per epoch (epoch, train_loss, valid_loss, metrics, time),
 with a progress bar while an epoch runs.
 """
+import contextlib
 import time
 from collections import namedtuple
 
@@ -296,24 +297,12 @@ class Learner:
             self.epoch = epoch
             start = time.time()
             self.train_mode()
-            total, count = 0.0, 0
             show_progress = self.progress and self.is_main_process
             batches = tqdm(self.dls.train, leave=False, disable=None if show_progress else True, desc=f"epoch {epoch}")
-            for x, y in batches:
-                step_lrs, mom = schedule(step) if schedule else (lrs, None)
-                self._set_hypers(step_lrs, mom)
-                try:
-                    loss = self.train_step(x, y)
-                except FloatingPointError as error:
-                    raise FloatingPointError(f"epoch {epoch}, step {step}: {error}") from None
-                except torch.OutOfMemoryError:
-                    raise self._out_of_memory(f"epoch {epoch}, step {step}", self.dls.train.bs) from None
-                self.loss = loss
-                self._callback('after_batch')
-                self.recorder.losses.append(loss.item())
-                self.recorder.lrs.append(list(step_lrs))
-                self.recorder.moms.append(mom)
-                total, count, step = total + loss.item() * len(y), count + len(y), step + 1
+            # Under DDP, join() lets a process that runs out of batches first (its shard lost a whole batch
+            # to unreadable files) stand in for the others' gradient exchanges instead of leaving them waiting.
+            with self.ddp.join() if self.ddp is not None else contextlib.nullcontext():
+                total, count, step = self._train_epoch(batches, epoch, step, schedule, lrs)
             if self.distributed:  # the training loss over every shard; the same statistics in every copy
                 total, count = all_reduce_sum([total, count], self.dls.device)
                 average_buffers(self.model)
@@ -324,6 +313,26 @@ class Learner:
             self.fit_progress = (fit_index, epoch, n_epoch, step)
             self._callback('after_epoch')
         self._callback('after_fit')
+
+    def _train_epoch(self, batches, epoch, step, schedule, lrs):
+        """One pass over the training batches; returns (sum of losses x batch sizes, samples, next step)."""
+        total, count = 0.0, 0
+        for x, y in batches:
+            step_lrs, mom = schedule(step) if schedule else (lrs, None)
+            self._set_hypers(step_lrs, mom)
+            try:
+                loss = self.train_step(x, y)
+            except FloatingPointError as error:
+                raise FloatingPointError(f"epoch {epoch}, step {step}: {error}") from None
+            except torch.OutOfMemoryError:
+                raise self._out_of_memory(f"epoch {epoch}, step {step}", self.dls.train.bs) from None
+            self.loss = loss
+            self._callback('after_batch')
+            self.recorder.losses.append(loss.item())
+            self.recorder.lrs.append(list(step_lrs))
+            self.recorder.moms.append(mom)
+            total, count, step = total + loss.item() * len(y), count + len(y), step + 1
+        return total, count, step
 
     def fit_one_cycle(self, n_epoch, lr_max=None, div=25.0, div_final=1e5, pct_start=0.25, wd=None,
                       moms=(0.95, 0.85, 0.95), resume=False):
