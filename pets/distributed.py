@@ -10,7 +10,9 @@ Then, inside learn.distrib_ctx():
   same seed, rank r takes items r, r + N, r + 2N, ...; the order is padded so that every shard has the
   same number of batches, since DDP needs every process at every step);
 - DDP averages the gradients over the processes after each backward pass, so all copies of the model
-  take the same step: one step on a batch of bs x N images. The batch size is per process;
+  take the same step: one step on a batch of bs x N images. The batch size is per process. The epoch's
+  loop runs in DDP's join(), so a process left with fewer batches (unreadable files) does not stall the
+  others; each process draws its own augmentation and dropout (pets.run seeds it with seed + rank);
 - after each epoch, BatchNorm's running statistics are averaged over the processes, so that all copies
   of the model are equal, buffers included;
 - validation is sharded the same way without padding, and the outputs are gathered back into the
