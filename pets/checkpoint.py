@@ -100,13 +100,16 @@ def identity(learn):
     processes, data split (the files as the loaders list them)."""
     sizes = [tuple(t.size) for t in learn.dls.train.batch_tfms if getattr(t, 'size', None)]
     sizes += [(t.height, t.width) for t in learn.dls.train_ds.item_tfms if hasattr(t, 'height')]
+    train, valid = [str(f) for f in learn.dls.train_ds.items], [str(f) for f in learn.dls.valid_ds.items]
+    # Relative to the folder that holds them all: the data may move, or sit elsewhere on another machine.
+    root = os.path.commonpath(train + valid) if len(train + valid) > 1 else ''
     return {
         'architecture': learn.arch if isinstance(learn.arch, str) else type(learn.model).__name__,
         'vocabulary': [str(label) for label in learn.dls.vocab],
         'image size': list(sizes[0]) if sizes else None,
         'processes': world_size(),  # each has its shard and its own random streams
-        'training files': [str(item) for item in learn.dls.train_ds.items],
-        'validation files': [str(item) for item in learn.dls.valid_ds.items],
+        'training files': [os.path.relpath(f, root) if root else f for f in train],
+        'validation files': [os.path.relpath(f, root) if root else f for f in valid],
     }
 
 
