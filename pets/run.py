@@ -182,6 +182,7 @@ def main(argv=None, cbs=()):
 
 
 def run(args, cbs):
+    """The script's work for parsed options: data, learner, recipe, results (see the module docstring)."""
     is_main = rank() == 0
     say = print if is_main else (lambda *_, **__: None)
     # Each process its own random streams (augmentation, dropout); DDP starts every copy of the model from
@@ -209,8 +210,8 @@ def run(args, cbs):
         if args.lr == 'find':
             args.lr = saved['extra']['lr']  # the rate lr_find chose before the interruption
     if args.lr == 'find':
-        # Every process sweeps the whole training set alike (same seed, same batches), so all draw the
-        # same random numbers; rank 0's suggestion is then everyone's.
+        # Under torchrun every process sweeps on its own (with its own random draws); rank 0's suggestion
+        # is then everyone's, so that all train at one rate.
         learn.freeze(train_bn=args.recipe == 'fastai')
         args.lr = broadcast(learn.lr_find(show_plot=False).valley)
         say(f"lr_find suggests {args.lr:.2e} (valley)")
@@ -223,7 +224,7 @@ def run(args, cbs):
         interp = ClassificationInterpretation.from_learner(learn)  # validation gathered from all processes
     if is_main:
         final_error = learn.recorder.values[-1][2]
-        n_valid = sum(Path(f) not in dls.skipped for f in dls.valid_ds.items)
+        n_valid = sum(Path(f) not in report.left_out for f in dls.valid_ds.items)  # every process's
         say(f"final error rate: {final_error:.4f} (accuracy {1 - final_error:.2%}) on {n_valid} images")
         say("most confused (actual, predicted, count):")
         for actual, predicted, count in interp.most_confused()[:8]:
