@@ -372,7 +372,7 @@ class Learner:
         (e.g. fine_tune, or pets.run's recipe) thus picks up where the killed one stopped."""
         if path is None:
             savers = [cb for cb in self.cbs if isinstance(cb, SaveCheckpoint)]
-            path = savers[0].resolve(self) if savers else self.dls.path / 'models' / 'checkpoint.pth'
+            path = (savers[0] if savers else SaveCheckpoint()).resolve(self)
         if self.opt is None:
             self.create_opt()
         self._resume_from = load_checkpoint(self, path)

@@ -14,6 +14,13 @@ from pets.run import UserError, build_learner, main, parse_args
 SMALL = ['--arch', 'resnet18', '--no-pretrained', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0']
 
 
+def torchrun(*arguments, timeout=600):
+    """torchrun with 2 processes on this machine, running arguments (a script or -m module, then its options)."""
+    return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+                           *arguments], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1'})
+
+
 def test_shards_split_each_epoch_between_the_processes():
     def epoch(rank, world_size, pad, seed=3):
         sampler = EpochSampler(11, shuffle=True, generator=torch.Generator().manual_seed(seed))
@@ -42,10 +49,7 @@ def test_a_shard_drops_its_last_partial_batch_only_when_it_has_a_full_one(pet_fo
 
 def test_torchrun_with_two_gloo_processes_validates_as_one_process_would(pet_folder, tmp_path):
     options = ['--data', str(pet_folder), *SMALL, '--freeze-epochs', '1', '--epochs', '1', '--device', 'cpu']
-    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-               '-m', 'pets.run', *options, '--out', str(tmp_path / 'ddp')]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    done = torchrun('-m', 'pets.run', *options, '--out', str(tmp_path / 'ddp'))
     assert done.returncode == 0, done.stderr[-3000:]
     assert '20 training and 4 validation images, 3 classes' in done.stdout
     assert '2 processes of batch size 6' in done.stdout
@@ -83,21 +87,15 @@ def test_a_distributed_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     script.write_text(KILLED_RANK_0)
     options = ['--data', str(pet_folder), *SMALL, '--bs', '4', '--freeze-epochs', '1', '--epochs', '3',
                '--device', 'cpu', '--deterministic']
-
-    def torchrun(target, out, *more):
-        return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node',
-                               '2', *target, *options, '--out', str(out), *more], capture_output=True, text=True,
-                              timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-
-    straight = torchrun(['-m', 'pets.run'], tmp_path / 'straight')
+    straight = torchrun('-m', 'pets.run', *options, '--out', str(tmp_path / 'straight'))
     assert straight.returncode == 0, straight.stderr[-3000:]
-    killed = torchrun([str(script)], tmp_path / 'killed')
+    killed = torchrun(str(script), *options, '--out', str(tmp_path / 'killed'))
     assert killed.returncode != 0  # torchrun stopped rank 1 when rank 0 died
     assert torch.load(tmp_path / 'killed' / 'checkpoint.pth')['progress'] == {
         'fit_index': 1, 'epoch': 0, 'n_epoch': 3, 'step': 2}
     with pytest.raises(UserError, match='processes: 2 in the checkpoint, 1 now'):
         main([*options, '--out', str(tmp_path / 'killed'), '--resume'])  # one process cannot take it over
-    resumed = torchrun(['-m', 'pets.run'], tmp_path / 'killed', '--resume')
+    resumed = torchrun('-m', 'pets.run', *options, '--out', str(tmp_path / 'killed'), '--resume')
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert 'resuming after epoch 0 of training phase 2' in resumed.stdout
     assert (tmp_path / 'killed' / 'history.csv').read_text() == (tmp_path / 'straight' / 'history.csv').read_text()
@@ -131,9 +129,7 @@ with learn.distrib_ctx():
 def test_processes_with_uneven_batches_neither_hang_nor_drift_apart(pet_folder, tmp_path):
     script = tmp_path / 'uneven.py'
     script.write_text(UNEVEN)
-    done = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-                           str(script), '--data', str(pet_folder), *SMALL, '--bs', '3', '--out', str(tmp_path)],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    done = torchrun(str(script), '--data', str(pet_folder), *SMALL, '--bs', '3', '--out', str(tmp_path), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     line = [line for line in done.stdout.splitlines() if line.startswith('batches')][0]
     assert 'batches [3, 2]' in line
