@@ -22,6 +22,7 @@ from minigrad.functional import cross_entropy
 from minigrad.optim import Adam
 from minigrad.schedule import discriminative_lrs, one_cycle
 from pets.checkpoint import SaveCheckpoint, load_checkpoint, restore_checkpoint
+from pets.data.block import generator_from
 from pets.distributed import all_reduce_sum, average_buffers, distrib_ctx, gather_in_order, rank
 from pets.distributed import wrap as wrap_ddp
 from pets.lr_finder import plot_lr_find, run_sweep, suggest, valley
@@ -442,6 +443,40 @@ class Learner:
         if with_loss:
             return probabilities, targets, self.loss_func(logits, targets, reduction='none')
         return Preds(probabilities, targets)
+
+    def tta(self, ds_idx=1, dl=None, n=4, beta=0.25, use_max=False, seed=0):
+        """Test-time augmentation: (probabilities, targets), each image's prediction averaged over views.
+
+        Each of n passes sees every image through the training transforms (a random crop of the presized
+        image, then the batch augmentation); the mean of those n predictions is blended with the plain one
+        (the validation transforms) as fastai does:
+            p = (1 - beta) mean_k p_k + beta p_plain
+        use_max takes the elementwise max over the n + 1 predictions instead. The views are drawn from
+        `seed`, so tta repeats, and every random stream of training is left as it was.
+        """
+        loader = dl if dl is not None else self.dls[ds_idx]
+
+        def loader_of(train):
+            data = loader.dataset
+            dataset = type(data)(data.items, data.targets, data.vocab, data.item_tfms, train=train)
+            return type(loader)(dataset, bs=loader.bs, device=loader.device, batch_tfms=loader.batch_tfms,
+                                generator=generator_from(seed), skipped=loader.skipped)
+
+        plain, targets = self.get_preds(dl=loader_of(train=False))
+        augmented = loader_of(train=True)
+        generators = [tfm.generator for tfm in loader.batch_tfms if isinstance(getattr(tfm, 'generator', None),
+                                                                                torch.Generator)]
+        states = [g.get_state() for g in generators]
+        try:
+            for g in generators:
+                g.manual_seed(seed)
+            views = torch.stack([self.get_preds(dl=augmented)[0] for _ in range(n)])
+        finally:
+            for g, state in zip(generators, states):
+                g.set_state(state)
+        if use_max:
+            return Preds(torch.cat([views, plain[None]]).amax(0), targets)
+        return Preds(torch.lerp(views.mean(0), plain, beta), targets)
 
     def predict(self, item):
         """(label, class index, probabilities) for one image file."""

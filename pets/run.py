@@ -25,12 +25,14 @@ import random
 import re
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from minigrad.functional import cross_entropy
 from pets.augment import aug_transforms
 from pets.checkpoint import CheckpointMismatchError, SaveCheckpoint
 from pets.data.block import CategoryBlock, DataBlock, ImageBlock, UnreadableImageWarning, default_num_workers
@@ -56,9 +58,13 @@ def parse_args(argv):
     parser.add_argument('--lr', type=learning_rate, default=3e-3,
                         help="the head's peak learning rate, or 'find' for lr_find's valley suggestion")
     parser.add_argument('--fp16', action='store_true', help='mixed precision (float16 on a GPU, bfloat16 on a CPU)')
+    parser.add_argument('--label-smoothing', type=float, default=0.0,
+                        help="cross-entropy's label smoothing eps (0: plain cross-entropy)")
     parser.add_argument('--lr-mult', type=float, default=None,
                         help='unfrozen phase: the first layer group trains at lr / lr_mult (default 1000; '
                              "fastai's 100 with --recipe fastai)")
+    parser.add_argument('--tta', type=int, default=0, metavar='N',
+                        help='also score the validation set with test-time augmentation over N views (0: not)')
     parser.add_argument('--bs', type=int, default=32,
                         help='images per batch, per process: under torchrun a step sees bs x processes images')
     parser.add_argument('--sync-bn', action='store_true',
@@ -226,6 +232,10 @@ def run(args, cbs):
         final_error = learn.recorder.values[-1][2]
         n_valid = sum(Path(f) not in report.left_out for f in dls.valid_ds.items)  # every process's
         say(f"final error rate: {final_error:.4f} (accuracy {1 - final_error:.2%}) on {n_valid} images")
+        if args.tta:
+            probabilities, targets = learn.tta(n=args.tta)
+            tta_accuracy = (probabilities.argmax(1) == targets).float().mean().item()
+            say(f"with test-time augmentation ({args.tta} views): tta accuracy {tta_accuracy:.2%}")
         say("most confused (actual, predicted, count):")
         for actual, predicted, count in interp.most_confused()[:8]:
             say(f"  {actual:<28} {predicted:<28} {count}")
@@ -248,7 +258,8 @@ def build_learner(args, out, cbs):
     checkpoint = SaveCheckpoint(out / 'checkpoint.pth', extra={'lr': args.lr})
     try:
         dls = block.dataloaders(folder, bs=args.bs, num_workers=args.workers, device=args.device, seed=args.seed)
-        learn = cnn_learner(dls, args.arch, metrics=error_rate, pretrained=args.pretrained,
+        loss_func = partial(cross_entropy, label_smoothing=args.label_smoothing) if args.label_smoothing else None
+        learn = cnn_learner(dls, args.arch, metrics=error_rate, pretrained=args.pretrained, loss_func=loss_func,
                             cbs=[checkpoint, report, *cbs])
     except (ValueError, FileNotFoundError, PretrainedWeightsError) as error:
         raise UserError(str(error)) from None

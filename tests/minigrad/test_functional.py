@@ -160,6 +160,41 @@ def test_cross_entropy_gradcheck(reduction, label_smoothing, weighted, shape):
     assert torch.autograd.gradcheck(loss, (x,))
 
 
+@pytest.mark.parametrize('dtype', DTYPES)
+@given(x=logit_tensors(min_dims=2, max_dims=2), reduction=st.sampled_from(['mean', 'sum']), seed=st.integers(0, 99))
+def test_plain_cross_entropy_matches_torch(dtype, x, reduction, seed):
+    """The chapter's case, (N, C) logits with no weights, ignored samples or smoothing, has its own Function."""
+    target = torch.randint(0, x.shape[1], x.shape[:1], generator=torch.Generator().manual_seed(seed))
+    assert_same_as_torch(lambda t: M.cross_entropy(t, target, reduction=reduction),
+                         lambda t: F.cross_entropy(t, target, reduction=reduction), x.to(dtype))
+
+
+@pytest.mark.parametrize('reduction', ['mean', 'sum'])
+def test_plain_and_general_cross_entropy_agree(reduction):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(9, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 5, (9,), generator=gen)
+    assert torch.autograd.gradcheck(lambda t: M._PlainCrossEntropy.apply(t, target, reduction), (x,))
+    plain = values_and_grads(lambda t: M._PlainCrossEntropy.apply(t, target, reduction), x)
+    general = values_and_grads(lambda t: M._CrossEntropy.apply(t, target, None, -100, reduction, 0.0, False), x)
+    for ours, theirs in zip(plain, general):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
+
+
+def test_plain_case_falls_back_for_ignored_and_narrow_integer_targets():
+    """The CPU's plain case lets gather find targets outside [0, C); those (and non-int64 targets) then take
+    the checked path, with the same results."""
+    x = torch.randn(5, 7, dtype=torch.float64)
+    target = torch.tensor([0, 6, 3, 3, 1])
+    expected = F.cross_entropy(x, target)
+    for dtype in (torch.int32, torch.int16, torch.uint8):
+        torch.testing.assert_close(M.cross_entropy(x, target.to(dtype)), expected)
+    ignored = torch.tensor([0, -100, 3, 3, 1])
+    torch.testing.assert_close(M.cross_entropy(x, ignored), F.cross_entropy(x, ignored))
+    with pytest.raises(IndexError, match=r"target 7 at index \(1,\)"):
+        M.cross_entropy(x, torch.tensor([0, 7, 3, 3, 1]))
+
+
 def test_cross_entropy_gradient_is_softmax_minus_one_hot():
     x = torch.randn(8, 37, dtype=torch.float64, requires_grad=True)
     target = torch.randint(0, 37, (8,))

@@ -87,6 +87,22 @@ def test_get_preds_and_predict(dls, pet_folder):
     assert label == dls.vocab[index] and probs.shape == (3,)
 
 
+def test_tta_blends_augmented_views_with_the_plain_prediction_and_repeats(dls):
+    learn = learner(dls)
+    plain, targets = learn.get_preds()
+    augmentation = dls.train.batch_tfms[0]
+    streams = [augmentation.generator.get_state(), dls.train.generator.get_state(), torch.get_rng_state()]
+    probabilities, tta_targets = learn.tta(n=3)
+    assert torch.equal(tta_targets, targets) and probabilities.shape == plain.shape
+    torch.testing.assert_close(probabilities.sum(1), torch.ones(len(targets)))
+    assert not torch.allclose(probabilities, plain)  # the views are augmented
+    assert torch.equal(learn.tta(n=3).probabilities, probabilities)  # drawn from the seed: repeatable
+    after = [augmentation.generator.get_state(), dls.train.generator.get_state(), torch.get_rng_state()]
+    assert all(torch.equal(a, b) for a, b in zip(streams, after))  # training's random streams untouched
+    torch.testing.assert_close(learn.tta(n=3, beta=1.0).probabilities, plain)  # beta=1: the plain prediction
+    assert (learn.tta(n=3, use_max=True).probabilities >= plain).all()
+
+
 def test_a_diverging_loss_stops_with_a_message(dls):
     learn = learner(dls)
     learn.unfreeze()

@@ -170,3 +170,12 @@ def test_run_with_lr_find_and_fp16(pet_folder, tmp_path, capsys):
           '--freeze-epochs', '1', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0',
           '--lr', 'find', '--fp16', '--out', str(tmp_path)])
     assert 'lr_find suggests' in capsys.readouterr().out and (tmp_path / 'lr_find.png').exists()
+
+
+def test_run_with_label_smoothing_and_test_time_augmentation(pet_folder, tmp_path, capsys):
+    learn = main(['--data', str(pet_folder), *SMALL, '--epochs', '1', '--freeze-epochs', '1',
+                  '--label-smoothing', '0.1', '--tta', '2', '--out', str(tmp_path)])
+    logits, target = torch.randn(4, learn.dls.c), torch.tensor([0, 1, 0, 1])
+    torch.testing.assert_close(learn.loss_func(logits, target),
+                               torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.1))
+    assert 'tta accuracy' in capsys.readouterr().out
