@@ -53,8 +53,8 @@ def parse_args(argv):
     parser.add_argument('--arch', default='efficientnet_lite0', choices=sorted(ARCHS))
     parser.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument('--recipe', default='frozen-bn', choices=['frozen-bn', 'fastai'])
-    parser.add_argument('--epochs', type=int, default=3)
-    parser.add_argument('--freeze-epochs', type=int, default=6)
+    parser.add_argument('--epochs', type=int, default=8)
+    parser.add_argument('--freeze-epochs', type=int, default=10)
     parser.add_argument('--lr', type=learning_rate, default=3e-3,
                         help="the head's peak learning rate, or 'find' for lr_find's valley suggestion")
     parser.add_argument('--fp16', action='store_true', help='mixed precision (float16 on a GPU, bfloat16 on a CPU)')
