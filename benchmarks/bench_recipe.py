@@ -52,5 +52,6 @@ def main():
     rows.append(['mean', f"{statistics.mean(a for a, _ in runs):.2f}", mean_tta, ''])
     print_table(['seed', 'accuracy %', 'with --tta %', 'minutes'], rows)
 
+
 if __name__ == '__main__':
     main()

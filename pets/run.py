@@ -58,7 +58,7 @@ def parse_args(argv):
     parser.add_argument('--lr', type=learning_rate, default=3e-3,
                         help="the head's peak learning rate, or 'find' for lr_find's valley suggestion")
     parser.add_argument('--fp16', action='store_true', help='mixed precision (float16 on a GPU, bfloat16 on a CPU)')
-    parser.add_argument('--label-smoothing', type=float, default=0.0,
+    parser.add_argument('--label-smoothing', type=fraction, default=0.0,
                         help="cross-entropy's label smoothing eps (0: plain cross-entropy)")
     parser.add_argument('--lr-mult', type=float, default=None,
                         help='unfrozen phase: the first layer group trains at lr / lr_mult (default 1000; '
@@ -93,6 +93,13 @@ def learning_rate(text):
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'find'") from None
+
+
+def fraction(text):
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
 
 
 def data_folder(data):

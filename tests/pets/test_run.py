@@ -179,3 +179,6 @@ def test_run_with_label_smoothing_and_test_time_augmentation(pet_folder, tmp_pat
     torch.testing.assert_close(learn.loss_func(logits, target),
                                torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.1))
     assert 'tta accuracy' in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse: one line naming the option, exit code 2
+        main(['--label-smoothing', '1.5'])
+    assert '--label-smoothing: 1.5 is not in [0, 1]' in capsys.readouterr().err
