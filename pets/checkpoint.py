@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pets.data.block import transform_generators
 from pets.distributed import all_gather, rank, world_size
 
 FORMAT_VERSION = 1
@@ -60,13 +61,8 @@ def atomic_save(obj, path):
 def private_generators(learn):
     """name -> torch.Generator for the generators the data pipeline owns (loaders, batch transforms)."""
     generators = {'train_loader': learn.dls.train.generator, 'valid_loader': learn.dls.valid.generator}
-    seen = {id(g) for g in generators.values()}
-    for i, tfm in enumerate(learn.dls.train.batch_tfms + learn.dls.valid.batch_tfms):
-        generator = getattr(tfm, 'generator', None)
-        if isinstance(generator, torch.Generator) and id(generator) not in seen:
-            seen.add(id(generator))
-            generators[f'batch_tfm{i}'] = generator
-    return generators
+    batch_tfms = transform_generators(learn.dls.train.batch_tfms + learn.dls.valid.batch_tfms)
+    return generators | {f'batch_tfm{i}': generator for i, generator in batch_tfms.items()}
 
 
 def rng_states(learn):

@@ -22,7 +22,7 @@ from minigrad.functional import cross_entropy
 from minigrad.optim import Adam
 from minigrad.schedule import discriminative_lrs, one_cycle
 from pets.checkpoint import SaveCheckpoint, load_checkpoint, restore_checkpoint
-from pets.data.block import generator_from
+from pets.data.block import transform_generators
 from pets.distributed import all_reduce_sum, average_buffers, distrib_ctx, gather_in_order, rank
 from pets.distributed import wrap as wrap_ddp
 from pets.lr_finder import plot_lr_find, run_sweep, suggest, valley
@@ -118,7 +118,8 @@ class Learner:
         self.opt, self.frozen_batchnorms, self.arch = None, [], None
         self.mixed_precision, self.scaler = False, None
         # Where training is, for checkpoints: the number of fit calls started, and (fit call, epoch done,
-        # epochs, schedule steps done) of the running one; a checkpoint waiting to be resumed by the fit call it was made in.
+        # epochs, schedule steps done) of the running one; a checkpoint waiting to be resumed by the fit
+        # call it was made in.
         self.fit_count, self.fit_progress, self._resume_from = 0, None, None
         # Inside distrib_ctx: the model wrapped in DistributedDataParallel, re-wrapped by each fit call.
         self.distributed, self.ddp = False, None
@@ -436,8 +437,7 @@ class Learner:
         with_loss adds the per-sample losses."""
         if dl is None:
             loader = self.dls[ds_idx]
-            dl = loader if ds_idx == 1 else type(loader)(loader.dataset, bs=loader.bs, device=loader.device,
-                                                          batch_tfms=loader.batch_tfms, skipped=loader.skipped)
+            dl = loader if ds_idx == 1 else loader.ordered()
         logits, targets = self._batches_outputs(dl)
         probabilities = torch.softmax(logits, dim=1)
         if with_loss:
@@ -455,17 +455,9 @@ class Learner:
         `seed`, so tta repeats, and every random stream of training is left as it was.
         """
         loader = dl if dl is not None else self.dls[ds_idx]
-
-        def loader_of(train):
-            data = loader.dataset
-            dataset = type(data)(data.items, data.targets, data.vocab, data.item_tfms, train=train)
-            return type(loader)(dataset, bs=loader.bs, device=loader.device, batch_tfms=loader.batch_tfms,
-                                generator=generator_from(seed), skipped=loader.skipped)
-
-        plain, targets = self.get_preds(dl=loader_of(train=False))
-        augmented = loader_of(train=True)
-        generators = [tfm.generator for tfm in loader.batch_tfms if isinstance(getattr(tfm, 'generator', None),
-                                                                                torch.Generator)]
+        plain, targets = self.get_preds(dl=loader.ordered(train=False, seed=seed))
+        augmented = loader.ordered(train=True, seed=seed)
+        generators = list(transform_generators(loader.batch_tfms).values())
         states = [g.get_state() for g in generators]
         try:
             for g in generators:

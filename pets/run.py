@@ -42,7 +42,7 @@ from pets.data.items import RandomSplitter, get_image_files
 from pets.distributed import (all_gather, broadcast, init_distributed, launched_by_torchrun, local_rank_zero_first,
                               processes_per_machine, rank, world_size)
 from pets.interpret import ClassificationInterpretation
-from pets.learner import cnn_learner, error_rate
+from pets.learner import accuracy, cnn_learner, error_rate
 from pets.models import ARCHS, PretrainedWeightsError
 
 
@@ -240,8 +240,7 @@ def run(args, cbs):
         n_valid = sum(Path(f) not in report.left_out for f in dls.valid_ds.items)  # every process's
         say(f"final error rate: {final_error:.4f} (accuracy {1 - final_error:.2%}) on {n_valid} images")
         if args.tta:
-            probabilities, targets = learn.tta(n=args.tta)
-            tta_accuracy = (probabilities.argmax(1) == targets).float().mean().item()
+            tta_accuracy = accuracy(*learn.tta(n=args.tta))
             say(f"with test-time augmentation ({args.tta} views): tta accuracy {tta_accuracy:.2%}")
         say("most confused (actual, predicted, count):")
         for actual, predicted, count in interp.most_confused()[:8]:

@@ -183,6 +183,15 @@ class DataLoader:
             x = self.after_collate(images)
             yield x if labels is None else (x, labels.to(self.device, non_blocking=True))
 
+    def ordered(self, train=None, seed=None):
+        """A loader of the same items in order with every batch kept, for predictions. train: which
+        transforms the items get (default: this loader's); seed: for their random crops."""
+        dataset = self.dataset
+        if train is not None and train != dataset.train:
+            dataset = ItemDataset(dataset.items, dataset.targets, dataset.vocab, dataset.item_tfms, train=train)
+        return DataLoader(dataset, bs=self.bs, device=self.device, batch_tfms=self.batch_tfms,
+                          generator=generator_from(seed), skipped=self.skipped)
+
     def shard(self, rank, world_size, pad=False):
         """Only this process's share of each epoch from now on (see EpochSampler.shard); shard(0, 1): all."""
         self.sampler.shard(rank, world_size, pad)
@@ -263,6 +272,17 @@ def generator_from(seed=None):
     """A private torch.Generator seeded with `seed`; with no seed, with one drawn from torch's global
     generator, so that torch.manual_seed(...) beforehand makes the run repeat, as in fastai."""
     return torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ())))
+
+
+def transform_generators(tfms):
+    """{position in tfms: generator} of the transforms that draw from a private torch.Generator (as
+    aug_transforms does); a transform listed twice, or sharing a generator, counts once."""
+    generators = {}
+    for i, tfm in enumerate(tfms):
+        generator = getattr(tfm, 'generator', None)
+        if isinstance(generator, torch.Generator) and all(generator is not g for g in generators.values()):
+            generators[i] = generator
+    return generators
 
 
 def _as_list(tfms):

@@ -154,9 +154,7 @@ def test_a_non_finite_loss_stops_at_its_step_and_the_last_good_checkpoint_stays(
 
 
 def test_run_trains_on_a_folder_and_writes_the_table(pet_folder, tmp_path, capsys):
-    main(['--data', str(pet_folder), '--arch', 'resnet18', '--no-pretrained', '--epochs', '1',
-          '--freeze-epochs', '1', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0',
-          '--out', str(tmp_path / 'out')])
+    main(['--data', str(pet_folder), *SMALL, '--epochs', '1', '--freeze-epochs', '1', '--out', str(tmp_path / 'out')])
     out = capsys.readouterr().out
     assert 'final error rate' in out and 'most confused' in out
     assert (tmp_path / 'out' / 'history.csv').read_text().count('\n') == 3
@@ -166,9 +164,8 @@ def test_run_trains_on_a_folder_and_writes_the_table(pet_folder, tmp_path, capsy
 
 
 def test_run_with_lr_find_and_fp16(pet_folder, tmp_path, capsys):
-    main(['--data', str(pet_folder), '--arch', 'resnet18', '--no-pretrained', '--epochs', '1',
-          '--freeze-epochs', '1', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0',
-          '--lr', 'find', '--fp16', '--out', str(tmp_path)])
+    main(['--data', str(pet_folder), *SMALL, '--epochs', '1', '--freeze-epochs', '1', '--lr', 'find', '--fp16',
+          '--out', str(tmp_path)])
     assert 'lr_find suggests' in capsys.readouterr().out and (tmp_path / 'lr_find.png').exists()
 
 
