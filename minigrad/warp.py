@@ -7,6 +7,7 @@ the matrix builders (flip, rotation, zoom, random-resized crop, perspective) tha
 Coordinates are normalised as torch's: x is the column, y the row, both in [-1, 1] across the image.
 With align_corners=True, -1 and 1 are the centres of the corner pixels; with False, their outer edges.
 """
+import functools
 import math
 
 import torch
@@ -27,16 +28,15 @@ def unnormalize(coordinate, size, align_corners):
 def reflect(p, low, high):
     """p folded back into [low, high] by mirroring at both ends, as many times as it takes.
 
-    With span = high - low and d = |p - low|: f = d mod span, and the result is low + f after an even
-    number of whole spans, high - f after an odd one. Derivative: +-1 (the sign flips with each mirror).
+    Mirroring makes a triangle wave of period 2 span (span = high - low): with a = |p - low| mod 2 span,
+        reflect(p) = high - |span - a|        (a in [0, span]: low + a; a in [span, 2 span]: high - (a - span))
+    Derivative: +-1, sign(p - low) sign(span - a) (the sign flips with each mirror).
     """
     span = high - low
     if span <= 0:
         return p * 0  # a one-pixel axis: always 0, with gradient 0 (as torch), p kept in the graph
-    d = (p - low).abs()
-    flips = torch.floor(d / span)
-    extra = torch.fmod(d, span)
-    return torch.where(flips % 2 == 0, low + extra, high - extra)
+    a = torch.fmod((p - low).abs(), 2 * span)
+    return high - (span - a).abs()
 
 
 def pad_coordinates(p, size, padding_mode, align_corners):
@@ -45,27 +45,29 @@ def pad_coordinates(p, size, padding_mode, align_corners):
     without) and then clamps; 'zeros' leaves it, and grid_sample masks the taps that fall outside."""
     if padding_mode == 'zeros':
         return p
-    low, high = torch.aminmax(p.detach()) if p.numel() else (0, 0)
-    if low >= 0 and high <= size - 1:
-        return p  # all inside: padding changes nothing (the common case of a crop inside the image)
+    if not torch.compiler.is_compiling():  # compiled code fuses the padding in, cheaper than this test
+        low, high = torch.aminmax(p.detach()) if p.numel() else (0, 0)
+        if low >= 0 and high <= size - 1:
+            return p  # all inside: padding changes nothing (the common case of a crop inside the image)
     if padding_mode == 'border':
         return p.clamp(0, size - 1)
     p = reflect(p, 0, size - 1) if align_corners else reflect(p, -0.5, size - 0.5)
     return p.clamp(0, size - 1)
 
 
-def _gather_taps(flat, xs, ys, width, height, masked):
-    """input values at integer pixels (xs, ys), each (N, Ho, Wo).
+def _gather_taps(input, xs, ys, masked):
+    """input (N, C, H, W) read at integer pixels (xs, ys), each (N, ...): (N, C, ...).
 
-    flat is the input as (N, C, H*W); one gather per tap reads all channels at once. masked: taps outside
-    the image read 0 ('zeros' padding); otherwise every (xs, ys) must already be inside.
+    One gather per tap reads all channels at once from the planes (N, C, H*W). masked: taps outside the
+    image read 0 ('zeros' padding); otherwise every (xs, ys) must already be inside.
     """
-    n, c = flat.shape[:2]
+    n, c, height, width = input.shape
     if masked:
         inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
         xs, ys = xs.clamp(0, width - 1), ys.clamp(0, height - 1)
-    index = (ys * width + xs).reshape(n, 1, -1)
-    values = flat.gather(2, index.expand(n, c, index.shape[-1])).reshape(n, c, *xs.shape[1:])
+    index = (ys * width + xs).long().reshape(n, 1, -1)  # gather takes int64
+    planes = input.reshape(n, c, height * width)
+    values = planes.gather(2, index.expand(n, c, index.shape[-1])).reshape(n, c, *xs.shape[1:])
     return values * inside.unsqueeze(1) if masked else values
 
 
@@ -106,29 +108,31 @@ def grid_sample(input, grid, mode='bilinear', padding_mode='zeros', align_corner
 
 
 def sample_pixels(input, px, py, mode='bilinear', padding_mode='zeros', align_corners=False):
-    """grid_sample's work after unnormalize: input (N, C, H, W) read at pixel positions px, py (N, Ho, Wo)."""
+    """grid_sample's work after unnormalize: input (N, C, H, W) read at pixel positions px, py (N, ...):
+    (N, C, ...)."""
     height, width = input.shape[2:]
     px = pad_coordinates(px, width, padding_mode, align_corners)
     py = pad_coordinates(py, height, padding_mode, align_corners)
-    flat = input.reshape(*input.shape[:2], height * width)
     masked = padding_mode == 'zeros'
+    if masked:  # positions over a pixel outside all read 0 (gradient 0): clamped, their int32 indices stay small
+        px, py = px.clamp(-2, width + 1), py.clamp(-2, height + 1)
     if mode == 'nearest':
-        return _gather_taps(flat, torch.round(px).long(), torch.round(py).long(), width, height, masked)
+        return _gather_taps(input, torch.round(px).int(), torch.round(py).int(), masked)
     x0, y0 = torch.floor(px), torch.floor(py)
     # A uint8 image is read as it is (a quarter of the bytes of floats) and weighted in float32.
     weight_dtype = input.dtype if input.is_floating_point() else torch.float32
     fx, fy = (px - x0).unsqueeze(1).to(weight_dtype), (py - y0).unsqueeze(1).to(weight_dtype)
-    x0, y0 = x0.long(), y0.long()
+    x0, y0 = x0.int(), y0.int()  # int32 pixel indices: compiled code does their arithmetic twice as fast
     # Padded positions lie in [0, size - 1]; at exactly size - 1 the second tap has weight 0 but must
     # still be a valid pixel.
     x1 = x0 + 1 if masked else (x0 + 1).clamp_(max=width - 1)
     y1 = y0 + 1 if masked else (y0 + 1).clamp_(max=height - 1)
     # The four weights are products of one-channel maps; each tap is then one multiply-add over all
     # channels into the same output buffer.
-    out = _gather_taps(flat, x0, y0, width, height, masked) * ((1 - fx) * (1 - fy))
-    out.addcmul_(_gather_taps(flat, x1, y0, width, height, masked), fx * (1 - fy))
-    out.addcmul_(_gather_taps(flat, x0, y1, width, height, masked), (1 - fx) * fy)
-    out.addcmul_(_gather_taps(flat, x1, y1, width, height, masked), fx * fy)
+    out = _gather_taps(input, x0, y0, masked) * ((1 - fx) * (1 - fy))
+    out.addcmul_(_gather_taps(input, x1, y0, masked), fx * (1 - fy))
+    out.addcmul_(_gather_taps(input, x0, y1, masked), (1 - fx) * fy)
+    out.addcmul_(_gather_taps(input, x1, y1, masked), fx * fy)
     return out
 
 
@@ -190,69 +194,105 @@ def _snapped_pixel_matrices(matrices, input_size, output_size, align_corners, dt
     return torch.where((pixel_maps - nearest).abs() < 1e-9, nearest, pixel_maps).to(dtype)
 
 
-def _input_pixels(pixel_maps, output_size, offset):
-    """Input pixel positions (px, py), each (N, Ho, Wo), that the output pixels (j, i), shifted by `offset`,
-    read through the pixel maps P = [[a, b, c], [d, e, f], [g, h, 1]] (see _snapped_pixel_matrices):
+def _input_pixels(pixel_maps, output_size, offsets):
+    """Input pixel positions (px, py), each (N, T, Ho, Wo), that the output pixels (j, i), shifted by each
+    of the T `offsets` (T, 2) (fractions of an output pixel), read through the pixel maps
+    P = [[a, b, c], [d, e, f], [g, h, 1]] (see _snapped_pixel_matrices):
         px = (a j + b i + c) / w,  py = (d j + e i + f) / w,  w = g j + h i + 1,
-    each built as a row term plus a column term, so that the big (N, Ho, Wo) arrays take one add each.
+    each built as a row term plus a column term, so that the big arrays take one add each.
     """
     out_h, out_w = output_size
     dtype, device = pixel_maps.dtype, pixel_maps.device
-    js = (torch.arange(out_w, dtype=dtype, device=device) + offset[0]).view(1, 1, out_w)
-    is_ = (torch.arange(out_h, dtype=dtype, device=device) + offset[1]).view(1, out_h, 1)
+    offsets = offsets.to(dtype)
+    js = torch.arange(out_w, dtype=dtype, device=device).view(1, 1, 1, out_w) + offsets[:, 0].view(1, -1, 1, 1)
+    is_ = torch.arange(out_h, dtype=dtype, device=device).view(1, 1, out_h, 1) + offsets[:, 1].view(1, -1, 1, 1)
 
-    def row(r):  # P[r] . (j, i, 1), as (N, Ho, Wo)
-        m = pixel_maps[:, r].view(-1, 3, 1, 1)
+    def row(r):  # P[r] . (j, i, 1), as (N, T, Ho, Wo)
+        m = pixel_maps[:, r].view(-1, 3, 1, 1, 1)
         return (m[:, 0] * js + m[:, 2]) + m[:, 1] * is_
 
     px, py = row(0), row(1)
-    if bool((pixel_maps[:, 2, :2] != 0).any()):  # the perspective divide; affine maps skip it
+    # The perspective divide; affine maps skip it in eager mode (compiled code fuses it into the sampling).
+    if torch.compiler.is_compiling() or bool((pixel_maps[:, 2, :2] != 0).any()):
         w = row(2)
         px, py = px.div_(w), py.div_(w)
     return px, py
 
 
 def input_pixels_per_output_pixel(matrices, input_size, output_size, align_corners=True):
-    """The largest local scale of each image's mapping: how many input pixels one output pixel spans.
+    """The largest local scale of each image's mapping along the output's x and y: how many input pixels
+    one output pixel's step along a row, and along a column, spans.
 
     Measured on a coarse 9x9 grid of output positions from the mapping's finite differences, so it follows
-    the changing scale of a perspective warp. Returns a (N,) tensor.
+    the changing scale of a perspective warp. Returns a (N, 2) tensor (x, y).
     """
     (in_h, in_w), (out_h, out_w) = input_size, output_size
     grid = transform_grid(matrices, 9, 9, align_corners=True)  # normalised input coords at 9x9 outputs
     to_pixels = torch.tensor([in_w / 2, in_h / 2], dtype=grid.dtype, device=grid.device)
     along_x = ((grid[:, :, 1:] - grid[:, :, :-1]) * to_pixels).norm(dim=-1) / (out_w / 8)  # 8 steps span the
     along_y = ((grid[:, 1:] - grid[:, :-1]) * to_pixels).norm(dim=-1) / (out_h / 8)        # output's width
-    return torch.maximum(along_x.amax(dim=(1, 2)), along_y.amax(dim=(1, 2)))
+    return torch.stack([along_x.amax(dim=(1, 2)), along_y.amax(dim=(1, 2))], dim=1)
 
 
 def supersampling_taps(scale):
-    """k, the taps per axis that antialiasing takes for a local scale (input pixels per output pixel).
+    """k, the taps along an axis that antialiasing takes for a local scale (input pixels per output pixel).
 
     A bilinear tap already averages over a tent two input pixels wide, so one tap per output pixel is
     enough up to a scale of about 3 (460 -> 224 is 2x: plain bilinear is near ideal there, and a perspective
-    warp's far side may reach 2.5x); beyond, k taps per axis spaced scale / k apart, each tent reaching
-    about a pixel either side, cover the footprint: k = ceil((scale - 1) / 2).
+    warp's far side may reach 2.5x); beyond, k taps spaced scale / k apart, each tent reaching about a
+    pixel either side, cover the footprint: k = ceil((scale - 1) / 2).
 
-    scale: a number, or a tensor of them (then a long tensor: no Python numbers, which torch.compile would
-    have to specialise on, one recompilation per value).
+    scale: a number, or a tensor of them (then a long tensor of the same shape).
     """
     if isinstance(scale, torch.Tensor):
         return ((scale - 1) / 2).ceil().clamp(min=1).long()
     return max(1, math.ceil((scale - 1) / 2))
 
 
-def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', align_corners=True, antialias=True):
+def subpixel_offsets(taps_x, taps_y):
+    """The (taps_x * taps_y, 2) offsets, in output pixels, of a grid of samples spread evenly over an
+    output pixel: the centres of its taps_x x taps_y equal parts ((0, 0) for one tap)."""
+    xs = (torch.arange(taps_x, dtype=torch.float64) + 0.5) / taps_x - 0.5
+    ys = (torch.arange(taps_y, dtype=torch.float64) + 0.5) / taps_y - 0.5
+    return torch.stack(torch.meshgrid(xs, ys, indexing='xy'), dim=-1).reshape(-1, 2)
+
+
+def supersample(input, pixel_maps, output_size, offsets, mode='bilinear', padding_mode='reflection',
+                align_corners=True):
+    """out[n, c, i, j] = mean over the T offsets (dx, dy) of input[n, c] read at output pixel (j + dx, i + dy)
+    through the pixel maps (see _input_pixels). One offset (0, 0): a plain sample per output pixel.
+
+    The work of warp for a group of images that take the same taps, written without branches on the
+    data, so that torch.compile can make it one loop over the output (compiled_supersample). Returns
+    (N, C, Ho, Wo) (float32 for uint8 input).
+    """
+    px, py = _input_pixels(pixel_maps, output_size, offsets.to(pixel_maps.device))
+    samples = sample_pixels(input, px, py, mode, padding_mode, align_corners)  # (N, C, T, Ho, Wo)
+    return samples.mean(dim=2) if samples.shape[2] > 1 else samples[:, :, 0]
+
+
+@functools.cache
+def compiled_supersample():
+    """supersample through torch.compile: the coordinates, the padding, the four gathers and the blend of
+    every output value in one loop (C++ on the CPU, Triton on a GPU). It compiles once per input and output
+    size, then once more when the number of images or of sub-pixel samples first changes (those become
+    dynamic): about 25 s in all the first time, a few seconds once torch's compile cache holds them."""
+    return torch.compile(supersample)
+
+
+def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', align_corners=True, antialias=True,
+         compiled=False):
     """out = input read through the output->input homographies `matrices`, resampled ONCE to `size`.
 
     matrices (N, 3, 3) map OUTPUT normalised coordinates (x, y, 1) to INPUT normalised coordinates, with
     the perspective divide (see transform_grid). For affine matrices and antialias=False this equals
     F.affine_grid(matrices[:, :2], ...) followed by F.grid_sample.
 
-    Antialiasing happens inside the same pass: where an image's mapping shrinks it by more than ~3x,
-    each output pixel averages k x k samples of the mapping spread over its own footprint
-    (k = supersampling_taps(scale)), the exact average of the output pixel's area in the limit. Nothing
-    is resampled twice.
+    Antialiasing happens inside the same pass: where an image's mapping shrinks it by more than ~3x along
+    the output's x or y, each output pixel averages kx x ky samples of the mapping spread over its own
+    footprint (kx, ky = supersampling_taps of the scale along each axis: a perspective warp that squeezes
+    one way only takes more samples that way only), the exact average of the output pixel's area in the
+    limit. Nothing is resampled twice.
 
     Args:
         input: (N, C, H, W), floating point or uint8 (then read as is and returned as float32, 0..255).
@@ -260,34 +300,34 @@ def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', alig
         size: int or (height, width) of the output.
         mode, padding_mode, align_corners: as grid_sample (fastai's defaults for augmentation here).
         antialias: supersample where the mapping shrinks the image by more than ~3x.
+        compiled: sample through compiled_supersample (the same values, to float rounding).
+    Returns:
+        (N, C, height, width).
     """
     out_h, out_w = (size, size) if isinstance(size, int) else tuple(size)
     if matrices.shape != (input.shape[0], 3, 3):
         raise ValueError(f"matrices must be (N, 3, 3) with N = {input.shape[0]}, got {tuple(matrices.shape)}")
-    taps = torch.ones(len(input), dtype=torch.long)
+    taps = torch.ones(len(input), 2, dtype=torch.long)  # (taps along x, taps along y) per image
     if antialias and mode == 'bilinear':
-        scale = input_pixels_per_output_pixel(matrices, input.shape[2:], (out_h, out_w))
-        taps = supersampling_taps(scale).cpu()
-    output = None
-    for k in taps.unique().tolist():
-        chosen = (taps == k).nonzero().squeeze(1).to(input.device)
-        single_group = len(chosen) == len(input)
-        images = input if single_group else input.index_select(0, chosen)
-        maps = matrices if single_group else matrices.index_select(0, chosen)
-        pixel_maps = _snapped_pixel_matrices(maps, input.shape[2:], (out_h, out_w), align_corners,
-                                             torch.promote_types(input.dtype, torch.float32))
-        total = 0
-        for i in range(k):
-            for j in range(k):
-                offset = ((j + 0.5) / k - 0.5, (i + 0.5) / k - 0.5)
-                px, py = _input_pixels(pixel_maps, (out_h, out_w), offset)
-                total = total + sample_pixels(images, px, py, mode, padding_mode, align_corners)
-        part = total / (k * k) if k > 1 else total
-        if single_group:
-            return part
-        if output is None:
-            output = part.new_empty(len(input), input.shape[1], out_h, out_w)
-        output = output.index_copy(0, chosen, part)
+        taps = supersampling_taps(input_pixels_per_output_pixel(matrices, input.shape[2:], (out_h, out_w))).cpu()
+    pixel_maps = _snapped_pixel_matrices(matrices, input.shape[2:], (out_h, out_w), align_corners,
+                                         torch.promote_types(input.dtype, torch.float32))
+    sampler = compiled_supersample() if compiled else supersample
+
+    def sample(taps_x, taps_y, chosen=None):  # the images `chosen` (None: all of them)
+        images, maps = (input, pixel_maps) if chosen is None else (input[chosen], pixel_maps[chosen])
+        return sampler(images, maps, (out_h, out_w), subpixel_offsets(taps_x, taps_y), mode, padding_mode,
+                       align_corners)
+
+    # The whole batch takes the taps most of its images need (no copy of the batch); the few images that
+    # need others are sampled again with theirs, and replace their rows.
+    groups, counts = taps.unique(dim=0, return_counts=True)
+    most = int(counts.argmax())
+    output = sample(*groups[most].tolist())
+    for i, (taps_x, taps_y) in enumerate(groups.tolist()):
+        if i != most:
+            chosen = ((taps[:, 0] == taps_x) & (taps[:, 1] == taps_y)).nonzero().squeeze(1).to(input.device)
+            output.index_copy_(0, chosen, sample(taps_x, taps_y, chosen))
     return output
 
 

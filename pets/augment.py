@@ -12,6 +12,7 @@ brightness and contrast change in logit space, as fastai does. fastai resamples 
 On the validation set nothing is random: the image is only resized to `size`, in one interpolation.
 """
 import functools
+import importlib.util
 import math
 
 import torch
@@ -25,7 +26,7 @@ class AugTransform:
 
     def __init__(self, size=None, min_scale=1.0, do_flip=True, flip_vert=False, max_rotate=10.0, min_zoom=1.0,
                  max_zoom=1.1, max_lighting=0.2, max_warp=0.2, p_affine=0.75, p_lighting=0.75, mode='bilinear',
-                 pad_mode='reflection', align_corners=True, batch=False, seed=None, fused=False):
+                 pad_mode='reflection', align_corners=True, batch=False, seed=None, fused=None):
         self.size = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
         self.min_scale, self.do_flip, self.flip_vert = min_scale, do_flip, flip_vert
         self.max_rotate, self.min_zoom, self.max_zoom = max_rotate, min_zoom, max_zoom
@@ -33,7 +34,7 @@ class AugTransform:
         self.p_affine, self.p_lighting = p_affine, p_lighting
         self.mode, self.pad_mode, self.align_corners, self.batch = mode, pad_mode, align_corners, batch
         self.generator = generator_from(seed)
-        self.render = compiled_render() if fused else render
+        self.fused = fused
         self.last_matrices = None
 
     def __repr__(self):
@@ -47,8 +48,11 @@ class AugTransform:
         matrices = self.draw_matrices(n, aspect=width / height) if train else torch.eye(3).repeat(n, 1, 1)
         self.last_matrices = matrices
         shift, factor = self.draw_lighting(n) if train and self.max_lighting > 0 else (None, None)
-        return self.render(x, matrices.to(x.device), size, self.mode, self.pad_mode, self.align_corners,
-                           shift, factor)
+        compiled = self.fused
+        if compiled is None:
+            compiled = x.is_cuda and importlib.util.find_spec('triton') is not None
+        return render(x, matrices.to(x.device), size, self.mode, self.pad_mode, self.align_corners, shift, factor,
+                      compiled=compiled)
 
     def _uniform(self, n, low, high):
         values = torch.empty(1 if self.batch else n, dtype=torch.float64).uniform_(low, high, generator=self.generator)
@@ -105,39 +109,48 @@ class AugTransform:
         return torch.logit(brightness).float(), contrast.float()
 
 
-def render(x, matrices, size, mode, padding_mode, align_corners, shift=None, factor=None):
-    """The augmented batch: one warp through `matrices`, then uint8 -> [0, 1], then the lighting change
-    sigmoid((logit(v) + shift) factor) per image (in logit space a change never leaves (0, 1), and it
-    moves mid-tones most). Separate from the random draws so that torch.compile can fuse all of it."""
-    out = W.warp(x, matrices, size, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
-    # In place: without fusion, a fresh 64x3x224x224 buffer costs as much as the arithmetic on it.
-    if x.dtype == torch.uint8:
-        out.div_(255)
+def render(x, matrices, size, mode, padding_mode, align_corners, shift=None, factor=None, compiled=False):
+    """The augmented batch: one warp through `matrices`, then uint8 -> [0, 1] and the lighting change
+    (see adjust). compiled: both through torch.compile (minigrad.warp.compiled_supersample, compiled_adjust),
+    each one loop over the batch."""
+    out = W.warp(x, matrices, size, mode=mode, padding_mode=padding_mode, align_corners=align_corners,
+                 compiled=compiled)
+    value_range = 255 if x.dtype == torch.uint8 else 1
+    return (compiled_adjust() if compiled else adjust)(out, value_range, shift, factor)
+
+
+def adjust(x, value_range, shift=None, factor=None):
+    """v = x / value_range (255 for uint8 images, 1 for floats in [0, 1]), then per image the lighting change
+    sigmoid((logit(v) + shift) factor) (in logit space a change never leaves (0, 1), and it moves mid-tones
+    most), clamped to [0, 1]. In place: in eager mode a fresh 64x3x224x224 buffer costs as much as the
+    arithmetic on it."""
+    x.div_(value_range)
     if shift is not None:
-        n, eps = len(out), 1e-6
-        shift, factor = shift.to(out.device).view(n, 1, 1, 1), factor.to(out.device).view(n, 1, 1, 1)
-        out.clamp_(eps, 1 - eps).logit_().add_(shift).mul_(factor).sigmoid_()
-    return out.clamp_(0, 1)
+        n, eps = len(x), 1e-6
+        shift, factor = shift.to(x.device).view(n, 1, 1, 1), factor.to(x.device).view(n, 1, 1, 1)
+        x.clamp_(eps, 1 - eps).logit_().add_(shift).mul_(factor).sigmoid_()
+    return x.clamp_(0, 1)
 
 
 @functools.cache
-def compiled_render():
-    """render through torch.compile: the same ops fused into a few loops (C++ on the CPU, Triton on a GPU).
-    About 10 s of compiling over the first batches (a few variants: images of one scale group or of
-    several), then no more for new random parameters; about 1.9x faster than eager on the CPU."""
-    return torch.compile(render, dynamic=True)
+def compiled_adjust():
+    """adjust through torch.compile: one loop over the batch instead of six."""
+    return torch.compile(adjust)
 
 
 def aug_transforms(mult=1.0, do_flip=True, flip_vert=False, max_rotate=10.0, min_zoom=1.0, max_zoom=1.1,
                    max_lighting=0.2, max_warp=0.2, p_affine=0.75, p_lighting=0.75, size=None, mode='bilinear',
-                   pad_mode='reflection', align_corners=True, batch=False, min_scale=1.0, seed=None, fused=False):
+                   pad_mode='reflection', align_corners=True, batch=False, min_scale=1.0, seed=None, fused=None):
     """fastai's aug_transforms, with its arguments and defaults, as ONE batch transform (AugTransform).
 
     mult scales max_rotate, max_lighting and max_warp. size: the output size (int or (h, w)); with
     min_scale < 1 a random-resized crop of at least that fraction of the area comes first. batch=True
     draws one set of parameters for the whole batch (fastai's option); by default each image draws its own.
     seed: for a repeatable sequence (default: drawn from torch's global generator).
-    fused: run the rendering through torch.compile (worth its ~10 s compile on long runs; see compiled_render).
+    fused: render through torch.compile, as Triton kernels on a GPU, C++ loops on the CPU. None (default):
+        on CUDA tensors when Triton is installed, not on the CPU. On the CPU it is about 2.5x faster than
+        eager once compiled, which takes ~25 s over the first batches (a few seconds once torch's compile
+        cache has it): worth it for long runs, not for a short one.
     """
     return AugTransform(size=size, min_scale=min_scale, do_flip=do_flip, flip_vert=flip_vert,
                         max_rotate=max_rotate * mult, min_zoom=min_zoom, max_zoom=max_zoom,

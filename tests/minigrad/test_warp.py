@@ -132,6 +132,36 @@ def test_antialias_mixes_images_of_different_scales_in_one_batch():
         torch.testing.assert_close(out[i:i + 1], W.warp(x[i:i + 1], matrices[i:i + 1], 8))
 
 
+def test_antialias_takes_more_taps_only_along_the_axis_it_squeezes():
+    x = torch.rand(1, 1, 64, 64, dtype=torch.float64)
+    squeeze_x = torch.eye(3, dtype=torch.float64)[None]  # 64 -> 8 columns (8x), 64 -> 64 rows (1x)
+    assert W.input_pixels_per_output_pixel(squeeze_x, (64, 64), (64, 8)).tolist() == [[8.0, 1.0]]
+    assert W.subpixel_offsets(4, 1).tolist() == [[-0.375, 0], [-0.125, 0], [0.125, 0], [0.375, 0]]
+    expected = sum(F.grid_sample(x, W.transform_grid(squeeze_x, 64, 8, True, offset=(dx, 0.0)), mode='bilinear',
+                                 padding_mode='reflection', align_corners=True)
+                   for dx in (-0.375, -0.125, 0.125, 0.375))
+    torch.testing.assert_close(W.warp(x, squeeze_x, (64, 8)), expected / 4)
+
+
+def test_compiled_warp_matches_eager_on_a_batch_of_several_tap_groups():
+    x = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    squeeze = [torch.eye(3), torch.eye(3), torch.diag(torch.tensor([0.25, 0.25, 1.0])),
+               torch.diag(torch.tensor([1.0, 0.25, 1.0]))]  # taps (4, 4), (4, 4), (1, 1), (4, 1)
+    matrices = torch.stack(squeeze) @ W.rotation_matrices(torch.tensor([0.0, 10.0, -5.0, 3.0])).float()
+    eager = W.warp(x, matrices, 8)
+    assert eager.dtype == torch.float32 and eager.shape == (4, 3, 8, 8)
+    torch.testing.assert_close(W.warp(x, matrices, 8, compiled=True), eager, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize('mode', ['bilinear', 'nearest'])
+def test_zeros_padding_reads_zero_far_outside(mode):
+    x = torch.rand(1, 2, 5, 5, dtype=torch.float64)
+    far = torch.tensor([[[[1e12, 0.0], [0.0, -1e12], [3e9, 3e9], [0.5, 0.5]]]], dtype=torch.float64)
+    got = W.grid_sample(x, far, mode=mode, padding_mode='zeros')
+    torch.testing.assert_close(got, F.grid_sample(x, far, mode=mode, padding_mode='zeros', align_corners=False))
+    assert (got[..., :3] == 0).all()
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="mode='bicubic'"):
         W.grid_sample(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 1, 2), mode='bicubic')

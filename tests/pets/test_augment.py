@@ -90,3 +90,18 @@ def test_fused_warp_gives_the_same_batch():
     eager = aug_transforms(size=16, min_scale=0.75, seed=5)(x)
     fused = aug_transforms(size=16, min_scale=0.75, seed=5, fused=True)(x)
     torch.testing.assert_close(fused, eager, atol=1e-4, rtol=0)
+
+
+def test_by_default_only_cuda_batches_are_compiled(monkeypatch):
+    monkeypatch.setattr(W, 'compiled_supersample', lambda: pytest.fail('compiled on the CPU by default'))
+    monkeypatch.setattr(augment, 'compiled_adjust', lambda: pytest.fail('compiled on the CPU by default'))
+    assert aug_transforms(size=16, seed=0)(batch(2, size=32)).shape == (2, 3, 16, 16)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_on_cuda_the_compiled_triton_path_matches_the_tensor_op_path():
+    x = batch(16, size=96)
+    triton = aug_transforms(size=32, min_scale=0.75, seed=3)(x.cuda())  # fused=None: compiled on CUDA
+    tensor_ops = aug_transforms(size=32, min_scale=0.75, seed=3, fused=False)
+    torch.testing.assert_close(triton, tensor_ops(x.cuda()), atol=1e-4, rtol=0)
+    torch.testing.assert_close(triton.cpu(), aug_transforms(size=32, min_scale=0.75, seed=3)(x), atol=1e-4, rtol=0)
