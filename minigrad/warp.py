@@ -203,7 +203,7 @@ def _input_pixels(pixel_maps, output_size, offsets):
     """
     out_h, out_w = output_size
     dtype, device = pixel_maps.dtype, pixel_maps.device
-    offsets = offsets.to(dtype)
+    offsets = offsets.to(device=device, dtype=dtype)
     js = torch.arange(out_w, dtype=dtype, device=device).view(1, 1, 1, out_w) + offsets[:, 0].view(1, -1, 1, 1)
     is_ = torch.arange(out_h, dtype=dtype, device=device).view(1, 1, out_h, 1) + offsets[:, 1].view(1, -1, 1, 1)
 
@@ -266,7 +266,7 @@ def supersample(input, pixel_maps, output_size, offsets, mode='bilinear', paddin
     data, so that torch.compile can make it one loop over the output (compiled_supersample). Returns
     (N, C, Ho, Wo) (float32 for uint8 input).
     """
-    px, py = _input_pixels(pixel_maps, output_size, offsets.to(pixel_maps.device))
+    px, py = _input_pixels(pixel_maps, output_size, offsets)
     samples = sample_pixels(input, px, py, mode, padding_mode, align_corners)  # (N, C, T, Ho, Wo)
     return samples.mean(dim=2) if samples.shape[2] > 1 else samples[:, :, 0]
 
@@ -321,12 +321,12 @@ def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', alig
 
     # The whole batch takes the taps most of its images need (no copy of the batch); the few images that
     # need others are sampled again with theirs, and replace their rows.
-    groups, counts = taps.unique(dim=0, return_counts=True)
+    groups, group_of_image, counts = taps.unique(dim=0, return_inverse=True, return_counts=True)
     most = int(counts.argmax())
     output = sample(*groups[most].tolist())
     for i, (taps_x, taps_y) in enumerate(groups.tolist()):
         if i != most:
-            chosen = ((taps[:, 0] == taps_x) & (taps[:, 1] == taps_y)).nonzero().squeeze(1).to(input.device)
+            chosen = (group_of_image == i).nonzero().squeeze(1).to(input.device)
             output.index_copy_(0, chosen, sample(taps_x, taps_y, chosen))
     return output
 
