@@ -51,24 +51,46 @@ def pad_coordinates(p, size, padding_mode, align_corners):
             return p  # all inside: padding changes nothing (the common case of a crop inside the image)
     if padding_mode == 'border':
         return p.clamp(0, size - 1)
-    p = reflect(p, 0, size - 1) if align_corners else reflect(p, -0.5, size - 0.5)
+    low, high = (0, size - 1) if align_corners else (-0.5, size - 0.5)
+    # A position with nothing to mirror keeps its exact value (the fold's arithmetic would round it), so an
+    # image reads the same pixels whatever the other images in its batch do.
+    p = torch.where((p >= low) & (p <= high), p, reflect(p, low, high))
     return p.clamp(0, size - 1)
 
 
-def _gather_taps(input, xs, ys, masked):
-    """input (N, C, H, W) read at integer pixels (xs, ys), each (N, ...): (N, C, ...).
-
-    One gather per tap reads all channels at once from the planes (N, C, H*W). masked: taps outside the
-    image read 0 ('zeros' padding); otherwise every (xs, ys) must already be inside.
-    """
+def _gather_pixels(input, index, shift=0):
+    """input (N, C, H, W) read at flat pixel indices `index` + shift (index: (N, ...) int64, a pixel
+    (y, x) is y W + x): (N, C, ...). One gather reads all channels at once from the planes (N, C, H*W);
+    the shift is a view starting `shift` pixels later, so a neighbour's tap needs no second index."""
     n, c, height, width = input.shape
-    if masked:
-        inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
-        xs, ys = xs.clamp(0, width - 1), ys.clamp(0, height - 1)
-    index = (ys * width + xs).long().reshape(n, 1, -1)  # gather takes int64
-    planes = input.reshape(n, c, height * width)
-    values = planes.gather(2, index.expand(n, c, index.shape[-1])).reshape(n, c, *xs.shape[1:])
-    return values * inside.unsqueeze(1) if masked else values
+    planes = input.reshape(n, c, height * width)[:, :, shift:]
+    flat = index.reshape(n, 1, math.prod(index.shape[1:]))
+    return planes.gather(2, flat.expand(n, c, flat.shape[-1])).reshape(n, c, *index.shape[1:])
+
+
+def _pixel_index(xs, ys, height, width):
+    """The flat index y W + x of integer-valued pixel positions (float tensors), the one int64 tensor a
+    tap needs: computed in floating point, exact below 2**24 in float32 (and in float64 for larger images)."""
+    if height * width > 2 ** 24 and xs.dtype != torch.float64:
+        xs, ys = xs.double(), ys.double()
+    return (ys * width + xs).long()
+
+
+def _gather_taps_or_zero(input, xs, ys):
+    """input read at integer-valued pixels (xs, ys), each (N, ...): (N, C, ...), 0 where a tap falls
+    outside ('zeros' padding: each tap needs its own test, hence its own index)."""
+    height, width = input.shape[2:]
+    inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
+    index = _pixel_index(xs.clamp(0, width - 1), ys.clamp(0, height - 1), height, width)
+    return _gather_pixels(input, index) * inside.unsqueeze(1)
+
+
+def check_modes(mode, padding_mode):
+    """A ValueError naming the argument unless mode and padding_mode are ones grid_sample knows."""
+    if mode not in ('bilinear', 'nearest'):
+        raise ValueError(f"mode={mode!r} is not 'bilinear' or 'nearest'")
+    if padding_mode not in ('zeros', 'border', 'reflection'):
+        raise ValueError(f"padding_mode={padding_mode!r} is not 'zeros', 'border' or 'reflection'")
 
 
 def grid_sample(input, grid, mode='bilinear', padding_mode='zeros', align_corners=False):
@@ -92,10 +114,7 @@ def grid_sample(input, grid, mode='bilinear', padding_mode='zeros', align_corner
     Returns:
         (N, C, Ho, Wo), input's dtype.
     """
-    if mode not in ('bilinear', 'nearest'):
-        raise ValueError(f"mode={mode!r} is not 'bilinear' or 'nearest'")
-    if padding_mode not in ('zeros', 'border', 'reflection'):
-        raise ValueError(f"padding_mode={padding_mode!r} is not 'zeros', 'border' or 'reflection'")
+    check_modes(mode, padding_mode)
     if input.dim() != 4 or grid.dim() != 4 or grid.shape[-1] != 2 or grid.shape[0] != input.shape[0]:
         raise ValueError(f"grid_sample needs input (N, C, H, W) and grid (N, Ho, Wo, 2) with the same N; got "
                          f"{tuple(input.shape)} and {tuple(grid.shape)}")
@@ -109,31 +128,39 @@ def grid_sample(input, grid, mode='bilinear', padding_mode='zeros', align_corner
 
 def sample_pixels(input, px, py, mode='bilinear', padding_mode='zeros', align_corners=False):
     """grid_sample's work after unnormalize: input (N, C, H, W) read at pixel positions px, py (N, ...):
-    (N, C, ...)."""
+    (N, C, ...), in input's dtype, float32 for uint8 input."""
     height, width = input.shape[2:]
     px = pad_coordinates(px, width, padding_mode, align_corners)
     py = pad_coordinates(py, height, padding_mode, align_corners)
-    masked = padding_mode == 'zeros'
-    if masked:  # positions over a pixel outside all read 0 (gradient 0): clamped, their int32 indices stay small
-        px, py = px.clamp(-2, width + 1), py.clamp(-2, height + 1)
-    if mode == 'nearest':
-        return _gather_taps(input, torch.round(px).int(), torch.round(py).int(), masked)
-    x0, y0 = torch.floor(px), torch.floor(py)
     # A uint8 image is read as it is (a quarter of the bytes of floats) and weighted in float32.
     weight_dtype = input.dtype if input.is_floating_point() else torch.float32
+    if padding_mode == 'zeros':
+        # Positions over a pixel outside all read 0 (gradient 0): clamped, so that their indices stay small.
+        px, py = px.clamp(-2, width + 1), py.clamp(-2, height + 1)
+        if mode == 'nearest':
+            return _gather_taps_or_zero(input, torch.round(px), torch.round(py)).to(weight_dtype)
+        x0, y0 = torch.floor(px), torch.floor(py)
+        fx, fy = (px - x0).unsqueeze(1).to(weight_dtype), (py - y0).unsqueeze(1).to(weight_dtype)
+        out = _gather_taps_or_zero(input, x0, y0) * ((1 - fx) * (1 - fy))
+        out.addcmul_(_gather_taps_or_zero(input, x0 + 1, y0), fx * (1 - fy))
+        out.addcmul_(_gather_taps_or_zero(input, x0, y0 + 1), (1 - fx) * fy)
+        return out.addcmul_(_gather_taps_or_zero(input, x0 + 1, y0 + 1), fx * fy)
+    # 'border' and 'reflection': every position is inside [0, size - 1] now.
+    if mode == 'nearest':
+        return _gather_pixels(input, _pixel_index(torch.round(px), torch.round(py), height, width)).to(weight_dtype)
+    # x0 = floor(px), but at most size - 2, so that x0 + 1 is always a pixel: at px = size - 1 the weight
+    # fx = 1 then falls on it, the value x0 = size - 1 with fx = 0 would give. The four taps are then the
+    # pixels index, index + 1, index + W and index + W + 1: one index, read from four shifted views.
+    x0, y0 = torch.floor(px).clamp(max=max(width - 2, 0)), torch.floor(py).clamp(max=max(height - 2, 0))
     fx, fy = (px - x0).unsqueeze(1).to(weight_dtype), (py - y0).unsqueeze(1).to(weight_dtype)
-    x0, y0 = x0.int(), y0.int()  # int32 pixel indices: compiled code does their arithmetic twice as fast
-    # Padded positions lie in [0, size - 1]; at exactly size - 1 the second tap has weight 0 but must
-    # still be a valid pixel.
-    x1 = x0 + 1 if masked else (x0 + 1).clamp_(max=width - 1)
-    y1 = y0 + 1 if masked else (y0 + 1).clamp_(max=height - 1)
+    index = _pixel_index(x0, y0, height, width)
+    right, below = (1 if width > 1 else 0), (width if height > 1 else 0)  # a one-pixel axis has no neighbour
     # The four weights are products of one-channel maps; each tap is then one multiply-add over all
     # channels into the same output buffer.
-    out = _gather_taps(input, x0, y0, masked) * ((1 - fx) * (1 - fy))
-    out.addcmul_(_gather_taps(input, x1, y0, masked), fx * (1 - fy))
-    out.addcmul_(_gather_taps(input, x0, y1, masked), (1 - fx) * fy)
-    out.addcmul_(_gather_taps(input, x1, y1, masked), fx * fy)
-    return out
+    out = _gather_pixels(input, index) * ((1 - fx) * (1 - fy))
+    out.addcmul_(_gather_pixels(input, index, right), fx * (1 - fy))
+    out.addcmul_(_gather_pixels(input, index, below), (1 - fx) * fy)
+    return out.addcmul_(_gather_pixels(input, index, right + below), fx * fy)
 
 
 def output_coordinates(size, align_corners, device=None, dtype=torch.float32):
@@ -197,8 +224,8 @@ def _snapped_pixel_matrices(matrices, input_size, output_size, align_corners, dt
 def _input_pixels(pixel_maps, output_size, offsets):
     """Input pixel positions (px, py), each (N, T, Ho, Wo), that the output pixels (j, i), shifted by each
     of the T `offsets` (T, 2) (fractions of an output pixel), read through the pixel maps
-    P = [[a, b, c], [d, e, f], [g, h, 1]] (see _snapped_pixel_matrices):
-        px = (a j + b i + c) / w,  py = (d j + e i + f) / w,  w = g j + h i + 1,
+    P = [[a, b, c], [d, e, f], [g, h, k]] (see _snapped_pixel_matrices):
+        px = (a j + b i + c) / w,  py = (d j + e i + f) / w,  w = g j + h i + k,
     each built as a row term plus a column term, so that the big arrays take one add each.
     """
     out_h, out_w = output_size
@@ -212,8 +239,11 @@ def _input_pixels(pixel_maps, output_size, offsets):
         return (m[:, 0] * js + m[:, 2]) + m[:, 1] * is_
 
     px, py = row(0), row(1)
-    # The perspective divide; affine maps skip it in eager mode (compiled code fuses it into the sampling).
-    if torch.compiler.is_compiling() or bool((pixel_maps[:, 2, :2] != 0).any()):
+    # The perspective divide. Only where every bottom row is (0, 0, 1) is w = 1 everywhere: eager mode then
+    # skips it (a homography times a constant, 2.5 M, is the same map, with w = 2.5: it must divide).
+    # Compiled code always divides: the divide fuses into the sampling loop.
+    affine = (pixel_maps[:, 2] == pixel_maps.new_tensor([0, 0, 1])).all()
+    if torch.compiler.is_compiling() or not bool(affine):
         w = row(2)
         px, py = px.div_(w), py.div_(w)
     return px, py
@@ -271,13 +301,66 @@ def supersample(input, pixel_maps, output_size, offsets, mode='bilinear', paddin
     return samples.mean(dim=2) if samples.shape[2] > 1 else samples[:, :, 0]
 
 
+def mark_batch_dynamic(*tensors):
+    """Tell torch.compile that dim 0 of these tensors, the number of images, changes from call to call, so
+    that it compiles one graph for every number of images (but 1, which torch always treats apart),
+    instead of a graph per number until its recompile limit (8) stops compiling and runs the rest eagerly."""
+    for tensor in tensors:
+        if isinstance(tensor, torch.Tensor):
+            torch._dynamo.maybe_mark_dynamic(tensor, 0)
+
+
 @functools.cache
 def compiled_supersample():
     """supersample through torch.compile: the coordinates, the padding, the four gathers and the blend of
-    every output value in one loop (C++ on the CPU, Triton on a GPU). It compiles once per input and output
-    size, then once more when the number of images or of sub-pixel samples first changes (those become
-    dynamic): about 25 s in all the first time, a few seconds once torch's compile cache holds them."""
-    return torch.compile(supersample)
+    every output value in one loop (C++ on the CPU, Triton on a GPU).
+
+    The tap groups' numbers of images change from batch to batch, and so do their numbers of sub-pixel
+    samples: both sizes are dynamic (mark_batch_dynamic), and a group of one image is sampled as two copies
+    of it, so that an input and output size compile two graphs (one sample per pixel, several), three if
+    torch first saw as many images as samples and assumed the two sizes equal. About 25 s the first time,
+    a few seconds once torch's compile cache holds them.
+    """
+    compiled = torch.compile(supersample)
+
+    def sample(input, pixel_maps, output_size, offsets, *args):
+        single = len(input) == 1
+        if single:
+            input, pixel_maps = input.repeat(2, 1, 1, 1), pixel_maps.repeat(2, 1, 1)
+        mark_batch_dynamic(input, pixel_maps)
+        offsets = offsets.clone()  # a tensor of its own: compiled code would guard a view's base's shape too
+        torch._dynamo.maybe_mark_dynamic(offsets, 0)
+        out = compiled(input, pixel_maps, output_size, offsets, *args)
+        return out[:1] if single else out
+
+    return sample
+
+
+# Eager mode on the CPU samples this many output pixels at a time (about 2.5 images of 224 x 224): each
+# op's temporaries (a few MB) then stay in the cache and are reused by the allocator, where whole-batch
+# temporaries are fresh memory to fault in on every op. About 3x faster, the same values.
+EAGER_CHUNK_PIXELS = 2 ** 17
+
+
+def sampling_plan(input, matrices, output_size, mode, padding_mode, align_corners, antialias):
+    """What warp decides per image before it samples anything, after checking its arguments:
+        pixel_maps (N, 3, 3): output pixel index (j, i, 1) -> input pixel position (_snapped_pixel_matrices),
+            in the coordinates' dtype (float32, or float64 for float64 input);
+        taps (N, 2) long, on the matrices' device: the sub-pixel samples along x and y (supersampling_taps
+            of input_pixels_per_output_pixel with antialias and bilinear sampling, else 1 and 1).
+    warp and its GPU kernel (warp_triton) both start here, so they follow one rule.
+    """
+    check_modes(mode, padding_mode)
+    if input.dim() != 4:
+        raise ValueError(f"input must be (N, C, H, W), got {tuple(input.shape)}")
+    if matrices.shape != (input.shape[0], 3, 3):
+        raise ValueError(f"matrices must be (N, 3, 3) with N = {input.shape[0]}, got {tuple(matrices.shape)}")
+    taps = torch.ones(len(input), 2, dtype=torch.long, device=matrices.device)
+    if antialias and mode == 'bilinear':
+        taps = supersampling_taps(input_pixels_per_output_pixel(matrices, input.shape[2:], output_size))
+    pixel_maps = _snapped_pixel_matrices(matrices, input.shape[2:], output_size, align_corners,
+                                         torch.promote_types(input.dtype, torch.float32))
+    return pixel_maps, taps
 
 
 def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', align_corners=True, antialias=True,
@@ -305,22 +388,31 @@ def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', alig
         (N, C, height, width).
     """
     out_h, out_w = (size, size) if isinstance(size, int) else tuple(size)
-    if matrices.shape != (input.shape[0], 3, 3):
-        raise ValueError(f"matrices must be (N, 3, 3) with N = {input.shape[0]}, got {tuple(matrices.shape)}")
-    taps = torch.ones(len(input), 2, dtype=torch.long)  # (taps along x, taps along y) per image
-    if antialias and mode == 'bilinear':
-        taps = supersampling_taps(input_pixels_per_output_pixel(matrices, input.shape[2:], (out_h, out_w))).cpu()
-    pixel_maps = _snapped_pixel_matrices(matrices, input.shape[2:], (out_h, out_w), align_corners,
-                                         torch.promote_types(input.dtype, torch.float32))
+    pixel_maps, taps = sampling_plan(input, matrices, (out_h, out_w), mode, padding_mode, align_corners, antialias)
+    if len(input) == 0:
+        return torch.empty(0, input.shape[1], out_h, out_w, dtype=pixel_maps.dtype if input.dtype == torch.uint8
+                           else input.dtype, device=input.device)
+    taps = taps.cpu()  # the groups of images that take the same taps are chosen on the host
     sampler = compiled_supersample() if compiled else supersample
 
+    def sample_images(start, stop):  # images start..stop-1, each with its taps
+        return _sample_by_taps(sampler, input[start:stop], pixel_maps[start:stop], taps[start:stop], (out_h, out_w),
+                               mode, padding_mode, align_corners)
+
+    step = max(1, EAGER_CHUNK_PIXELS // (out_h * out_w))
+    if compiled or input.device.type != 'cpu' or len(input) <= step:
+        return sample_images(0, len(input))  # compiled loops and GPU kernels work through any batch at once
+    return torch.cat([sample_images(start, start + step) for start in range(0, len(input), step)])
+
+
+def _sample_by_taps(sampler, input, pixel_maps, taps, output_size, mode, padding_mode, align_corners):
+    """warp's sampling of images whose taps (N, 2) may differ: the whole batch takes the taps most of its
+    images need (no copy of the batch); the few images that need others are sampled again with theirs, and
+    replace their rows."""
     def sample(taps_x, taps_y, chosen=None):  # the images `chosen` (None: all of them)
         images, maps = (input, pixel_maps) if chosen is None else (input[chosen], pixel_maps[chosen])
-        return sampler(images, maps, (out_h, out_w), subpixel_offsets(taps_x, taps_y), mode, padding_mode,
-                       align_corners)
+        return sampler(images, maps, output_size, subpixel_offsets(taps_x, taps_y), mode, padding_mode, align_corners)
 
-    # The whole batch takes the taps most of its images need (no copy of the batch); the few images that
-    # need others are sampled again with theirs, and replace their rows.
     groups, group_of_image, counts = taps.unique(dim=0, return_inverse=True, return_counts=True)
     most = int(counts.argmax())
     output = sample(*groups[most].tolist())

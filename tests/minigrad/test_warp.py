@@ -151,6 +151,45 @@ def test_compiled_warp_matches_eager_on_a_batch_of_several_tap_groups():
     eager = W.warp(x, matrices, 8)
     assert eager.dtype == torch.float32 and eager.shape == (4, 3, 8, 8)
     torch.testing.assert_close(W.warp(x, matrices, 8, compiled=True), eager, atol=1e-3, rtol=0)
+    torch.testing.assert_close(W.warp(x, 2.5 * matrices, 8, compiled=True), eager, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize('constant', [2.5, -0.5])
+def test_a_homography_times_a_constant_is_the_same_map(constant):
+    """(c u, c v, c w) is the point (u, v, w): the perspective divide must happen even when the bottom row
+    is (0, 0, c), an affine map written with c != 1."""
+    x = torch.rand(3, 2, 20, 20, dtype=torch.float64)
+    matrices = torch.stack([torch.diag(torch.tensor([0.5, 0.7, 1.0], dtype=torch.float64)),
+                            W.rotation_matrices(torch.tensor([10.0]))[0],
+                            W.perspective_matrices(torch.tensor([0.2]), torch.tensor([-0.1]))[0].double()])
+    for antialias in (True, False):
+        torch.testing.assert_close(W.warp(x, constant * matrices, 9, antialias=antialias),
+                                   W.warp(x, matrices, 9, antialias=antialias), atol=1e-12, rtol=0)
+
+
+def test_eager_mode_gives_the_same_batch_whatever_its_chunks(monkeypatch):
+    """Eager warp works through a CPU batch a few images at a time; any chunking gives the same values, to
+    the bit (an image's result depends on nothing else in its batch)."""
+    x = torch.randint(0, 256, (7, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    matrices = W.rotation_matrices(torch.linspace(-40, 40, 7)).float() @ W.perspective_matrices(
+        torch.linspace(-0.3, 0.3, 7), torch.linspace(0.3, -0.3, 7))
+    matrices[2] = torch.diag(torch.tensor([3.0, 3.0, 1.0]))  # reads far outside, with several taps
+    whole = W.warp(x, matrices, 16)
+    for images_per_chunk in (1, 3):
+        monkeypatch.setattr(W, 'EAGER_CHUNK_PIXELS', images_per_chunk * 16 * 16)
+        assert torch.equal(W.warp(x, matrices, 16), whole)
+        assert all(torch.equal(W.warp(x[i:i + 1], matrices[i:i + 1], 16), whole[i:i + 1]) for i in range(7))
+
+
+@pytest.mark.parametrize('padding_mode', ['zeros', 'border', 'reflection'])
+def test_uint8_images_come_back_as_float32_in_either_mode(padding_mode):
+    x = torch.randint(0, 256, (2, 3, 9, 9), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    matrices = W.rotation_matrices(torch.tensor([0.0, 30.0])).float()
+    for mode in ('bilinear', 'nearest'):
+        out = W.warp(x, matrices, 5, mode=mode, padding_mode=padding_mode)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, W.warp(x.float(), matrices, 5, mode=mode, padding_mode=padding_mode))
+    assert W.warp(x[:0], matrices[:0], 5).shape == (0, 3, 5, 5)
 
 
 @pytest.mark.parametrize('mode', ['bilinear', 'nearest'])
@@ -167,4 +206,6 @@ def test_bad_arguments():
         W.grid_sample(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 1, 2), mode='bicubic')
     with pytest.raises(ValueError, match=r"matrices must be \(N, 3, 3\) with N = 2"):
         W.warp(torch.zeros(2, 1, 4, 4), torch.eye(3)[None], 4)
+    with pytest.raises(ValueError, match="padding_mode='wrap'"):
+        W.warp(torch.zeros(1, 1, 4, 4), torch.eye(3)[None], 4, padding_mode='wrap')
     assert math.isclose(float(W.reflect(torch.tensor(7.5), 0, 3)), 1.5)
