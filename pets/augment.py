@@ -6,7 +6,8 @@
 This is step two of the chapter's presizing. Per image, parameters are drawn for a random-resized crop,
 a flip, a rotation, a zoom and a perspective warp; their output->input matrices multiply into one, and
 minigrad.warp reads the presized uint8 image through it once (antialiased where it shrinks a lot). Then
-brightness and contrast change in logit space, as fastai does. fastai resamples twice when min_scale < 1
+brightness and contrast change in logit space, as fastai does. On a GPU, minigrad.warp_triton's hand-written
+kernel does all of it in one pass over the output. fastai resamples twice when min_scale < 1
 (its crop is a separate pass) and draws one crop per batch; here each image gets its own, in one pass.
 
 On the validation set nothing is random: the image is only resized to `size`, in one interpolation.
@@ -48,11 +49,8 @@ class AugTransform:
         matrices = self.draw_matrices(n, aspect=width / height) if train else torch.eye(3).repeat(n, 1, 1)
         self.last_matrices = matrices
         shift, factor = self.draw_lighting(n) if train and self.max_lighting > 0 else (None, None)
-        compiled = self.fused
-        if compiled is None:
-            compiled = x.is_cuda and importlib.util.find_spec('triton') is not None
         return render(x, matrices.to(x.device), size, self.mode, self.pad_mode, self.align_corners, shift, factor,
-                      compiled=compiled)
+                      backend=choose_backend(x.device, self.fused))
 
     def _uniform(self, n, low, high):
         values = torch.empty(1 if self.batch else n, dtype=torch.float64).uniform_(low, high, generator=self.generator)
@@ -109,10 +107,36 @@ class AugTransform:
         return torch.logit(brightness).float(), contrast.float()
 
 
-def render(x, matrices, size, mode, padding_mode, align_corners, shift=None, factor=None, compiled=False):
+def choose_backend(device, fused=None, triton_available=None):
+    """Which code renders a batch on `device`:
+        'triton'    minigrad.warp_triton's hand-written kernel: CUDA tensors, Triton installed, fused not False;
+        'compiled'  minigrad.warp and adjust through torch.compile (C++ loops): CPU tensors with fused=True;
+        'eager'     the tensor ops one by one: fused=False, the CPU by default, or CUDA without Triton.
+    triton_available: None asks whether the triton package is installed.
+    """
+    if triton_available is None:
+        triton_available = importlib.util.find_spec('triton') is not None
+    if fused is False:
+        return 'eager'
+    if torch.device(device).type == 'cuda':
+        return 'triton' if triton_available else 'eager'  # torch.compile on CUDA needs Triton too
+    return 'compiled' if fused else 'eager'
+
+
+def render(x, matrices, size, mode, padding_mode, align_corners, shift=None, factor=None, backend='eager'):
     """The augmented batch: one warp through `matrices`, then uint8 -> [0, 1] and the lighting change
-    (see adjust). compiled: both through torch.compile (minigrad.warp.compiled_supersample, compiled_adjust),
-    each one loop over the batch."""
+    (see adjust); float32 for uint8 input.
+
+    backend (see choose_backend): 'eager'; 'compiled', the warp (minigrad.warp.compiled_supersample) and
+    adjust each one compiled loop over the batch; 'triton', all of it in one hand-written kernel
+    (minigrad.warp_triton.render: the output written once).
+    """
+    if backend == 'triton':
+        from minigrad import warp_triton  # imports triton: only where it is used
+        return warp_triton.render(x, matrices, size, mode, padding_mode, align_corners, shift, factor)
+    if backend not in ('eager', 'compiled'):
+        raise ValueError(f"backend={backend!r} is not 'eager', 'compiled' or 'triton'")
+    compiled = backend == 'compiled'
     out = W.warp(x, matrices, size, mode=mode, padding_mode=padding_mode, align_corners=align_corners,
                  compiled=compiled)
     value_range = 255 if x.dtype == torch.uint8 else 1
@@ -134,8 +158,15 @@ def adjust(x, value_range, shift=None, factor=None):
 
 @functools.cache
 def compiled_adjust():
-    """adjust through torch.compile: one loop over the batch instead of six."""
-    return torch.compile(adjust)
+    """adjust through torch.compile: one loop over the batch instead of six, one graph for every batch size
+    but 1 (minigrad.warp.mark_batch_dynamic)."""
+    compiled = torch.compile(adjust)
+
+    def adjust_batch(x, value_range, shift=None, factor=None):
+        W.mark_batch_dynamic(x, shift, factor)
+        return compiled(x, value_range, shift, factor)
+
+    return adjust_batch
 
 
 def aug_transforms(mult=1.0, do_flip=True, flip_vert=False, max_rotate=10.0, min_zoom=1.0, max_zoom=1.1,
@@ -147,10 +178,11 @@ def aug_transforms(mult=1.0, do_flip=True, flip_vert=False, max_rotate=10.0, min
     min_scale < 1 a random-resized crop of at least that fraction of the area comes first. batch=True
     draws one set of parameters for the whole batch (fastai's option); by default each image draws its own.
     seed: for a repeatable sequence (default: drawn from torch's global generator).
-    fused: render through torch.compile, as Triton kernels on a GPU, C++ loops on the CPU. None (default):
-        on CUDA tensors when Triton is installed, not on the CPU. On the CPU it is about 2.5x faster than
-        eager once compiled, which takes ~25 s over the first batches (a few seconds once torch's compile
-        cache has it): worth it for long runs, not for a short one.
+    fused: render each batch in one fused pass. None (default): on CUDA tensors with minigrad.warp_triton's
+        hand-written Triton kernel when Triton is installed; on the CPU eagerly, op by op. True: also on the
+        CPU, through torch.compile (C++ loops, about 2x faster than eager once compiled, which takes ~25 s
+        the first time, a few seconds once torch's compile cache holds it: worth it for long runs, not for
+        a short one). False: eagerly everywhere.
     """
     return AugTransform(size=size, min_scale=min_scale, do_flip=do_flip, flip_vert=flip_vert,
                         max_rotate=max_rotate * mult, min_zoom=min_zoom, max_zoom=max_zoom,

@@ -1,12 +1,21 @@
-"""Test set-up shared by every test: hypothesis profiles.
+"""Test set-up shared by every test: hypothesis profiles, and Triton's interpreter where there is no GPU.
 
 PETS_HYPOTHESIS_PROFILE picks how hard the property tests search:
   ci (default)  a few dozen examples per property; the whole suite stays fast.
   thorough      thousands of examples per property, for a deliberate hunt (minutes to hours).
+
+Without a CUDA GPU, the hand-written Triton kernels (minigrad.warp_triton) run on CPU tensors under
+Triton's interpreter. @triton.jit reads TRITON_INTERPRET when a kernel is defined, so it is set here, before
+any test module imports them; it changes nothing else (torch.compile on the CPU writes C++, not Triton).
+On a machine with a GPU the variable stays unset and the same tests run the kernels compiled, on the GPU.
 """
 import os
 
+import torch
 from hypothesis import HealthCheck, settings
+
+if not torch.cuda.is_available():
+    os.environ.setdefault('TRITON_INTERPRET', '1')
 
 settings.register_profile('ci', max_examples=30, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])

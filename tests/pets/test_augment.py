@@ -1,4 +1,7 @@
-"""aug_transforms: the batch contract, one warp per batch, per-image draws, determinism, geometry."""
+"""aug_transforms: the batch contract, one warp per batch, per-image draws, determinism, geometry, backends."""
+import importlib.util
+import os
+
 import pytest
 import torch
 
@@ -98,10 +101,69 @@ def test_by_default_only_cuda_batches_are_compiled(monkeypatch):
     assert aug_transforms(size=16, seed=0)(batch(2, size=32)).shape == (2, 3, 16, 16)
 
 
+def test_cuda_batches_take_the_triton_kernel_when_triton_is_installed():
+    choose = augment.choose_backend
+    assert choose('cuda', None, triton_available=True) == 'triton'
+    assert choose(torch.device('cuda', 1), True, triton_available=True) == 'triton'
+    assert choose('cuda', None, triton_available=False) == 'eager'
+    assert choose('cuda', False, triton_available=True) == 'eager'
+    assert choose('cpu', None, triton_available=True) == 'eager'
+    assert choose('cpu', True, triton_available=True) == 'compiled'
+    with pytest.raises(ValueError, match="backend='fast'"):
+        augment.render(batch(1), torch.eye(3)[None], 8, 'bilinear', 'reflection', True, backend='fast')
+
+
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None or not (
+    torch.cuda.is_available() or os.environ.get('TRITON_INTERPRET') == '1'),
+    reason='needs Triton, and a CUDA GPU or its interpreter (TRITON_INTERPRET=1)')
+def test_the_triton_backend_renders_what_the_tensor_ops_render():
+    device = 'cuda' if torch.cuda.is_available() and os.environ.get('TRITON_INTERPRET') != '1' else 'cpu'
+    x = batch(5, size=40)
+    tfm = aug_transforms(size=16, min_scale=0.5, max_lighting=0.4, p_lighting=1.0, seed=0)
+    matrices, (shift, factor) = tfm.draw_matrices(5), tfm.draw_lighting(5)
+    eager = augment.render(x, matrices, 16, 'bilinear', 'reflection', True, shift, factor, backend='eager')
+    kernel = augment.render(x.to(device), matrices.to(device), 16, 'bilinear', 'reflection', True, shift, factor,
+                            backend='triton')
+    torch.testing.assert_close(kernel.cpu(), eager, atol=1e-5, rtol=0)
+
+
+def test_fifty_batches_of_fresh_draws_compile_a_few_graphs_and_never_hit_the_recompile_limit():
+    """Images whose mapping shrinks them > 3x take more taps; how many images do changes from batch to
+    batch. Compiled code treats that number as dynamic: no recompiling per group size until torch's limit."""
+    import logging
+    from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
+    torch._dynamo.reset()
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger('torch._dynamo').addHandler(handler)
+    try:
+        x = batch(64, size=92)  # 92 -> 45: the scale of 460 -> 224, so as many images need extra taps
+        tfm = aug_transforms(size=45, min_scale=0.75, seed=0, fused=True)
+        group_counts = []
+        for _ in range(50):
+            out = tfm(x)
+            _, taps = W.sampling_plan(x, tfm.last_matrices, (45, 45), 'bilinear', 'reflection', True, True)
+            group_counts.append(len(taps.unique(dim=0)))
+    finally:
+        logging.getLogger('torch._dynamo').removeHandler(handler)
+    assert out.shape == (64, 3, 45, 45)
+    assert max(group_counts) > 1 and len(set(group_counts)) > 1  # the batches did mix tap groups
+    assert not [m for m in messages if 'recompile_limit' in m or 'cache_size_limit' in m]
+    # One sample per pixel; several; once more if the first group of several had as many images as samples.
+    assert len(_debug_get_cache_entry_list(W.supersample.__code__)) <= 3
+    assert len(_debug_get_cache_entry_list(augment.adjust.__code__)) == 1
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
-def test_on_cuda_the_compiled_triton_path_matches_the_tensor_op_path():
+def test_on_cuda_the_triton_kernel_matches_the_tensor_op_paths():
     x = batch(16, size=96)
-    triton = aug_transforms(size=32, min_scale=0.75, seed=3)(x.cuda())  # fused=None: compiled on CUDA
-    tensor_ops = aug_transforms(size=32, min_scale=0.75, seed=3, fused=False)
-    torch.testing.assert_close(triton, tensor_ops(x.cuda()), atol=1e-4, rtol=0)
+    triton = aug_transforms(size=32, min_scale=0.75, seed=3)(x.cuda())  # fused=None: the Triton kernel on CUDA
+    torch.testing.assert_close(triton, aug_transforms(size=32, min_scale=0.75, seed=3, fused=False)(x.cuda()),
+                               atol=1e-4, rtol=0)
     torch.testing.assert_close(triton.cpu(), aug_transforms(size=32, min_scale=0.75, seed=3)(x), atol=1e-4, rtol=0)
+    tfm = aug_transforms(size=32, min_scale=0.75, seed=3)
+    matrices, (shift, factor) = tfm.draw_matrices(16).cuda(), tfm.draw_lighting(16)
+    compiled = augment.render(x.cuda(), matrices, 32, 'bilinear', 'reflection', True, shift, factor, 'compiled')
+    kernel = augment.render(x.cuda(), matrices, 32, 'bilinear', 'reflection', True, shift, factor, 'triton')
+    torch.testing.assert_close(kernel, compiled, atol=1e-4, rtol=0)

@@ -14,6 +14,9 @@ from pets.run import UserError, build_learner, main, parse_args
 SMALL = ['--arch', 'resnet18', '--no-pretrained', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0']
 
 
+TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason='needs 2 CUDA GPUs')
+
+
 def torchrun(*arguments, timeout=600):
     """torchrun with 2 processes on this machine, running arguments (a script or -m module, then its options)."""
     return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
@@ -135,3 +138,15 @@ def test_processes_with_uneven_batches_neither_hang_nor_drift_apart(pet_folder, 
     assert 'batches [3, 2]' in line
     first, second = ast.literal_eval(line.split('sums')[1].strip())
     assert first == second  # the copies of the model end equal
+
+
+@TWO_GPUS
+@pytest.mark.parametrize('sync_bn', [False, True])
+def test_torchrun_with_two_gpus_trains_over_nccl(pet_folder, tmp_path, sync_bn):
+    options = ['--data', str(pet_folder), *SMALL, '--freeze-epochs', '1', '--epochs', '1']
+    done = torchrun('-m', 'pets.run', *options, *(['--sync-bn'] if sync_bn else []), '--out', str(tmp_path / 'nccl'))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert '2 processes of batch size 6' in done.stdout and done.stdout.count('final error rate') == 1
+    with open(tmp_path / 'nccl' / 'history.csv') as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 2 and all(float(row['train_loss']) > 0 for row in rows)

@@ -10,12 +10,16 @@ from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, usin
 from pets.learner import accuracy, cnn_learner, error_rate
 
 
-@pytest.fixture
-def dls(pet_folder):
+def small_dls(folder, device='cpu'):
     block = DataBlock(get_items=get_image_files, splitter=RandomSplitter(valid_pct=0.25, seed=0),
                       get_y=using_attr(RegexLabeller(r'(.+)_\d+.jpg$'), 'name'), item_tfms=Resize(40),
                       batch_tfms=aug_transforms(size=32, min_scale=0.75, seed=0))
-    return block.dataloaders(pet_folder, bs=6, num_workers=0, device='cpu', seed=0)
+    return block.dataloaders(folder, bs=6, num_workers=0, device=device, seed=0)
+
+
+@pytest.fixture
+def dls(pet_folder):
+    return small_dls(pet_folder)
 
 
 def learner(dls, **kwargs):
@@ -219,6 +223,22 @@ def test_mixed_precision_on_the_cpu_is_bfloat16_autocast(dls):
         assert learn.model(torch.rand(2, 3, 32, 32)).dtype == torch.bfloat16
     probabilities, _ = learn.to_fp32().get_preds()
     assert probabilities.dtype == torch.float32 and not learn.mixed_precision
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_mixed_precision_on_cuda_is_float16_with_gradient_scaling(pet_folder):
+    learn = learner(small_dls(pet_folder, device='cuda')).to_fp16()
+    assert isinstance(learn.scaler, torch.amp.GradScaler)
+    learn.unfreeze()
+    learn.fit(2, lr=1e-3)
+    assert all(p.dtype == torch.float32 and p.is_cuda for p in learn.model.parameters())
+    assert all(torch.isfinite(torch.tensor(v)).all() for v in learn.recorder.values)
+    assert learn.scaler.get_scale() > 0
+    with learn._autocast():
+        assert learn.model(torch.rand(2, 3, 32, 32, device='cuda')).dtype == torch.float16
+    probabilities, targets = learn.get_preds()
+    assert probabilities.dtype == torch.float32 and torch.isfinite(probabilities).all()
+    torch.testing.assert_close(probabilities.sum(1), torch.ones(len(targets)), atol=1e-3, rtol=0)
 
 
 def test_batchnorm_and_bias_are_not_decayed(dls):

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Everything in this project that needs a CUDA GPU, as one command for a machine that has one:
+#   1. the tests that run only on a GPU: the hand-written Triton kernels compiled (minigrad.warp_triton, the
+#      same comparisons CI runs under Triton's interpreter), aug_transforms on CUDA (the kernel against the
+#      tensor-op paths), to_fp16's float16 autocast with gradient scaling, and NCCL training with torchrun
+#      (with and without --sync-bn) where there are 2 GPUs;
+#   2. the GPU augmentation benchmark (batches of 64 and 256);
+#   3. a short main job on the GPU, timed.
+# Usage, from a fresh checkout:  pip install -e ".[dev]" && bash benchmarks/gpu_check.sh
+# Exits non-zero if any step failed; every step runs either way.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+unset TRITON_INTERPRET  # the kernels must compile for the GPU, not run in the interpreter
+
+python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'gpu_check.sh: no CUDA GPU is visible to torch')" || exit 2
+python -c "import torch; print(torch.__version__, torch.cuda.get_device_name(), torch.cuda.device_count(), 'GPU(s)')"
+
+failed=()
+step() {  # step NAME COMMAND...: run it, remember a failure
+    echo; echo "=== $1"; shift
+    "$@" || failed+=("$*")
+}
+step "GPU tests" python -m pytest -q -rs tests/minigrad/test_warp_triton.py tests/pets -k "cuda or nccl or triton"
+step "augmentation benchmark" python benchmarks/bench_augment.py --device cuda
+out=$(mktemp -d)
+step "main job on the GPU" bash -c "time python -m pets.run --device cuda --out '$out'"
+
+echo
+if [ ${#failed[@]} -gt 0 ]; then
+    printf 'FAILED: %s\n' "${failed[@]}"
+    exit 1
+fi
+echo "gpu_check.sh: every step passed"
