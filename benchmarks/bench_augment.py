@@ -73,17 +73,35 @@ def pipelines(x, device):
     return found
 
 
+def device_argument(text):
+    try:
+        return torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda or cuda:N") from None
+
+
+def positive_integer(text):
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def positive_integers(text):
+    return [positive_integer(part) for part in text.split(',')]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (default: cpu)")
-    parser.add_argument('--batch-sizes', default=None,
+    parser.add_argument('--device', type=device_argument, default='cpu', help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument('--batch-sizes', type=positive_integers, default=None,
                         help='comma-separated (default: 64 on the CPU, 64,256 on a GPU)')
-    parser.add_argument('--rounds', type=int, default=15, help='timing rounds, each pipeline once per round')
+    parser.add_argument('--rounds', type=positive_integer, default=15,
+                        help='timing rounds, each pipeline once per round (default: 15)')
     args = parser.parse_args()
-    device = torch.device(args.device)
+    device = args.device
     if device.type == 'cuda' and not torch.cuda.is_available():
-        parser.error('--device cuda: no CUDA GPU is visible to torch')
-    batch_sizes = [int(b) for b in (args.batch_sizes or ('64,256' if device.type == 'cuda' else '64')).split(',')]
+        parser.error('--device cuda: no CUDA GPU is visible to torch; run it on a machine with one')
+    batch_sizes = args.batch_sizes or ([64, 256] if device.type == 'cuda' else [64])
     bandwidth = copy_bandwidth(device)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f"CPU, {torch.get_num_threads()} threads"
     print(f"uint8 3x{SIZE_IN}x{SIZE_IN} -> float32 3x{SIZE_OUT}x{SIZE_OUT}, torch {torch.__version__}, {name}; "
