@@ -1,7 +1,10 @@
 """The losses of classification, from raw tensor ops.
 
-Read top to bottom: logsumexp -> softmax -> log_softmax -> nll_loss -> cross_entropy, then the two-class
-case, sigmoid -> binary_cross_entropy_with_logits.
+Part 1 reads in the chapter's order, the path a classifier trains on:
+    logsumexp -> softmax -> log_softmax -> nll_loss -> cross_entropy, which is nll_loss(log_softmax(x))
+Part 2 adds what real use needs and the chapter does not: class weights, ignore_index, label smoothing,
+spatial targets (N, C, d1, ...), and the checks that turn a bad target into an error that names it.
+Part 3 is the two-class case: sigmoid -> binary_cross_entropy_with_logits.
 
 Every function has the name, signature and meaning of its torch.nn.functional twin, and is tested against
 it. None of them calls torch.nn.functional. softmax, log_softmax and cross_entropy carry a backward pass
@@ -84,12 +87,17 @@ def softmax(x, dim=-1):
     return _Softmax.apply(x, dim)
 
 
+def _log_softmax(x, dim):
+    """log_softmax's forward, in the compute dtype: s - log sum_j exp(s_j) with s = x - max_j x_j."""
+    xc = x.to(_compute_dtype(x))
+    s = xc - _stable_shift(xc, dim)
+    return s.sub_(s.exp().sum(dim, keepdim=True).log())  # in place: s is this function's own buffer
+
+
 class _LogSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dim):
-        xc = x.to(_compute_dtype(x))
-        s = xc - _stable_shift(xc, dim)
-        y = (s - s.exp().sum(dim, keepdim=True).log()).to(x.dtype)
+        y = _log_softmax(x, dim).to(x.dtype)
         ctx.dim = dim
         ctx.save_for_backward(y)
         return y
@@ -119,8 +127,102 @@ def log_softmax(x, dim=-1):
     return _LogSoftmax.apply(x, dim)
 
 
-def _check_class_targets(input, target, weight, ignore_index, reduction, label_smoothing=0.0):
-    """Checks the arguments shared by nll_loss and cross_entropy.
+def _reduce(losses, total_weight, reduction):
+    """'none': the losses as they are; 'sum': their sum; 'mean': their sum over total_weight."""
+    if reduction == 'none':
+        return losses
+    if reduction == 'sum':
+        return losses.sum()
+    return losses.sum() / total_weight
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction='mean'):
+    """nll(logp, t)_i = -logp_{i, t_i}
+
+    The negative log likelihood: pick each sample's log-probability of its true class t_i and negate it.
+    `input` must already be log-probabilities (from log_softmax); nll_loss takes no log itself. 'mean'
+    averages over the samples, 'sum' adds them, 'none' keeps one loss per sample.
+    Gradient: d nll_i / d logp_{i,c} = -[c == t_i] (divided by N for 'mean').
+    With class weights each loss is multiplied by w_{t_i}, and samples whose target is ignore_index count
+    for nothing: see weighted_nll_loss in Part 2.
+
+    Args:
+        input: log-probabilities, (C,) or (N, C) or (N, C, d1, ...).
+        target: class indices, () or (N,) or (N, d1, ...), each in [0, C) or equal to ignore_index.
+        weight: optional (C,) tensor of class weights.
+        ignore_index: a target value whose samples are skipped.
+        reduction: 'none' | 'mean' | 'sum'.
+    """
+    class_dim, may_ignore = check_class_targets(input, target, weight, ignore_index, reduction)
+    if weight is None and not may_ignore:
+        return _nll(input, target, class_dim, reduction)
+    return weighted_nll_loss(input, target, weight, ignore_index, reduction, class_dim, may_ignore)
+
+
+def _nll(logp, target, class_dim, reduction):
+    """nll_loss's work when every sample counts once: -logp_{i, t_i}, reduced."""
+    picked = logp.gather(class_dim, target.long().unsqueeze(class_dim)).squeeze(class_dim)
+    return _reduce(-picked.to(_compute_dtype(logp)), target.numel(), reduction).to(logp.dtype)
+
+
+class _CrossEntropy(torch.autograd.Function):
+    """cross_entropy(x, t) = nll_loss(log_softmax(x), t) for (N, C) logits, reduced by 'mean' or 'sum':
+    the two forward passes one after the other, and ONE backward pass for the pair, derived by hand. By the
+    chain rule, with p = softmax(x_i) (log_softmax's Jacobian is [c == k] - p_k, nll's gradient -[c == t_i]):
+        d CE_i / d x_{i,k} = sum_c -[c == t_i] ([c == k] - p_k) = p_k - [k == t_i],
+    softmax minus one-hot, divided by N for 'mean'. p comes back as exp(log_softmax(x)).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, target, reduction):
+        logp = _log_softmax(logits, 1)
+        ctx.save_for_backward(logp, target)
+        ctx.reduction, ctx.dtype = reduction, logits.dtype
+        return _nll(logp, target, 1, reduction).to(logits.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        logp, target = ctx.saved_tensors
+        g = g.to(logp.dtype)
+        if ctx.reduction == 'mean':
+            g = g / len(logp)
+        grad = logp.exp().mul_(g)  # g softmax(x)
+        grad.scatter_add_(1, target.long().unsqueeze(1), (-g).expand(len(target), 1))  # - g one_hot(t)
+        return grad.to(ctx.dtype), None, None
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction='mean', label_smoothing=0.0):
+    """CE(x, t)_i = -log softmax(x_i)_{t_i} = nll_loss(log_softmax(x), t)_i
+
+    The loss for single-label classification: the negative log of the probability softmax gives the true
+    class. For (N, C) logits without options it is exactly nll_loss(log_softmax(x), t), with the backward
+    pass of the pair derived by hand: d CE / d x = softmax(x) - one_hot(t) (divided by N for 'mean'), see
+    _CrossEntropy. Class weights, ignore_index, label smoothing, spatial targets and reduction='none' go
+    through cross_entropy_with_options (Part 2), the same loss with those options.
+
+    Args:
+        input: logits (unnormalised scores), (C,) or (N, C) or (N, C, d1, ...).
+        target: class indices, () or (N,) or (N, d1, ...), each in [0, C) or equal to ignore_index.
+        weight: optional (C,) tensor of class weights.
+        ignore_index: a target value whose samples are skipped (loss 0, gradient 0, not counted).
+        reduction: 'none' | 'mean' | 'sum'.
+        label_smoothing: eps in [0, 1].
+    """
+    _, may_ignore = check_class_targets(input, target, weight, ignore_index, reduction, label_smoothing)
+    if input.dim() == 2 and weight is None and label_smoothing == 0 and reduction != 'none' and not may_ignore:
+        return _CrossEntropy.apply(input, target, reduction)
+    return cross_entropy_with_options(input, target, weight, ignore_index, reduction, label_smoothing, may_ignore)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Part 2. What real use adds: class weights, ignore_index, label smoothing, spatial targets (N, C, d1, ...),
+# reduction='none', and the checks that turn a bad target into an error that names it. The chapter needs none
+# of these options; Part 1 calls only check_class_targets from here.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def check_class_targets(input, target, weight, ignore_index, reduction, label_smoothing=0.0):
+    """Checks the arguments of nll_loss and cross_entropy, for every call.
 
     Shapes as torch: input (C,) with a 0-d target, or (N, C, d1, ...) with target (N, d1, ...).
     A bad target is an error that names it, never a silent clamp: gather with an out-of-range index
@@ -177,14 +279,6 @@ def _target_weights(target, weight, ignore_index, n_classes, dtype, may_ignore=T
     return w_t, keep, safe_target
 
 
-def _reduce(losses, total_weight, reduction):
-    if reduction == 'none':
-        return losses
-    if reduction == 'sum':
-        return losses.sum()
-    return losses.sum() / total_weight
-
-
 def _weigh_and_mask(losses, w_t, keep):
     """w_t * losses, and exactly 0 for ignored samples (where, not multiply: 0 * inf would be nan)."""
     if w_t is not None:
@@ -192,76 +286,47 @@ def _weigh_and_mask(losses, w_t, keep):
     return losses if keep is None else torch.where(keep, losses, 0.0)
 
 
-def nll_loss(input, target, weight=None, ignore_index=-100, reduction='mean'):
-    """nll(logp, t)_i = -w_{t_i} logp_{i, t_i}
+def weighted_nll_loss(input, target, weight, ignore_index, reduction, class_dim, may_ignore=True):
+    """nll(logp, t)_i = -w_{t_i} logp_{i, t_i}, and 0 where t_i == ignore_index (that sample not counted).
 
-    The negative log likelihood: pick each sample's log-probability of its true class t_i and negate it.
-    `input` must already be log-probabilities (from log_softmax); nll_loss takes no log itself.
-    Samples whose target equals ignore_index contribute 0 and do not count.
-
-    Reductions: 'none' keeps one loss per sample; 'sum' adds them; 'mean' divides the sum by the total
-    weight sum_i w_{t_i} of the counted samples (a weighted mean, as torch does; with no class weights that
-    is their number, and with none counted it is 0/0 = nan).
+    nll_loss with class weights w or ignored samples. 'mean' divides the sum by the total weight
+    sum_i w_{t_i} of the counted samples (a weighted mean, as torch does; with no class weights that is their
+    number, and with none counted it is 0/0 = nan).
     Gradient: d nll_i / d logp_{i,c} = -w_{t_i} [c == t_i] (divided by sum_i w_{t_i} for 'mean').
-
-    Args:
-        input: log-probabilities, (C,) or (N, C) or (N, C, d1, ...).
-        target: class indices, () or (N,) or (N, d1, ...), each in [0, C) or equal to ignore_index.
-        weight: optional (C,) tensor of class weights.
-        ignore_index: a target value whose samples are skipped.
-        reduction: 'none' | 'mean' | 'sum'.
+    Arguments as nll_loss (checked by the caller); may_ignore: whether any target may be ignore_index.
     """
-    class_dim, may_ignore = _check_class_targets(input, target, weight, ignore_index, reduction)
     dtype = _compute_dtype(input)
     w_t, keep, safe_target = _target_weights(target, weight, ignore_index, input.shape[class_dim], dtype,
                                              may_ignore)
     picked = input.gather(class_dim, safe_target.unsqueeze(class_dim)).squeeze(class_dim).to(dtype)
     losses = _weigh_and_mask(-picked, w_t, keep)
-    total_weight = target.numel() if w_t is None else w_t.sum()
-    return _reduce(losses, total_weight, reduction).to(input.dtype)
+    return _reduce(losses, w_t.sum(), reduction).to(input.dtype)
 
 
-class _PlainCrossEntropy(torch.autograd.Function):
-    """cross_entropy in the form a classifier trains with: (N, C) logits, a class per sample, no class
-    weights, no smoothing, 'mean' or 'sum'. The math of cross_entropy's docstring with nothing to weigh or
-    mask; read this one first:
-        CE = (1/N) sum_i (log sum_c exp(x_ic) - x_{i,t_i}),     d CE / d x_i = (softmax(x_i) - one_hot(t_i)) / N
-    ('sum' without the 1/N). Its own Function because at the chapter's sizes (a batch of 64 by 37 breeds)
-    the time goes to the number of passes and allocations, not to arithmetic: two (N, C) buffers in all
-    (exp in the forward, the gradient in the backward), as torch's fused kernels allocate.
+def cross_entropy_with_options(input, target, weight=None, ignore_index=-100, reduction='mean',
+                               label_smoothing=0.0, may_ignore=True):
+    """CE(x, t)_i = -sum_c q_{i,c} log softmax(x_i)_c
+
+    cross_entropy with every option. The target distribution q of sample i is one-hot at its class t_i,
+    weighted by w_{t_i}; with label smoothing eps it is mixed with the uniform distribution over the C
+    classes (Szegedy et al. 2016, "Rethinking the Inception Architecture"), each class c weighted by its w_c:
+        q_{i,c} = (1 - eps) w_{t_i} [c == t_i] + (eps / C) w_c        (q_i = 0 where t_i == ignore_index)
+    so CE_i = (1 - eps) nll_i + (eps / C) sum_c -w_c log softmax(x_i)_c, exactly torch's semantics.
+    'mean' divides the sum over samples by sum_i w_{t_i} over the counted samples (not by sum q), as torch.
+
+    Gradient (hand-derived). With p = softmax(x_i), d/dx_k of -sum_c q_c log p_c is
+        sum_c q_c (p_k - [c == k]) = p_k sum_c q_c - q_k,
+    which for a plain one-hot q (sum_c q_c = 1) is Part 1's p - one_hot(t). The backward pass builds
+    exactly that, scaled by the upstream gradient (and 1 / sum_i w_{t_i} for 'mean').
+    Arguments as cross_entropy (checked by the caller); may_ignore: whether any target may be ignore_index.
     """
-
-    @staticmethod
-    def forward(ctx, logits, target, reduction):
-        x = logits.to(_compute_dtype(logits))
-        index = target.unsqueeze(1)
-        # log sum_c exp(x_c) = m + log sum_c exp(x_c - m), with m = max_c x_c so that exp never overflows.
-        s = x - x.amax(1, keepdim=True)
-        s_t = s.gather(1, index)
-        e = s.exp_()  # in place: s is not needed any more
-        sum_e = e.sum(1, keepdim=True)
-        # CE_i = log sum_c exp(s_c) - s_t (the m's cancel). Both terms are >= 0 (sum_e >= 1, s_t <= 0), so
-        # summing each over the batch first loses no digits to cancellation, and saves a pass.
-        loss = sum_e.log().sum() - s_t.sum()
-        if reduction == 'mean':
-            loss = loss / x.shape[0]
-        ctx.save_for_backward(e, sum_e, index)
-        ctx.reduction, ctx.dtype = reduction, logits.dtype
-        return loss.to(logits.dtype)
-
-    @staticmethod
-    def backward(ctx, g):
-        e, sum_e, index = ctx.saved_tensors
-        g = g.to(e.dtype)
-        if ctx.reduction == 'mean':
-            g = g / e.shape[0]
-        grad = e * (g / sum_e)  # g softmax(x), softmax = e / sum_e
-        grad.scatter_add_(1, index, (-g).expand(index.shape))  # - g one_hot(t)
-        return grad.to(ctx.dtype), None, None
+    return _CrossEntropyWithOptions.apply(input, target, weight, ignore_index, reduction, float(label_smoothing),
+                                          may_ignore)
 
 
-class _CrossEntropy(torch.autograd.Function):
-    """Forward and hand-derived backward of cross_entropy with every option; the math is in its docstring."""
+class _CrossEntropyWithOptions(torch.autograd.Function):
+    """cross_entropy with every option, forward and hand-derived backward; the math is in
+    cross_entropy_with_options's docstring."""
 
     @staticmethod
     def forward(ctx, logits, target, weight, ignore_index, reduction, eps, may_ignore):
@@ -333,45 +398,9 @@ def _class_view(weight, ndim, class_dim):
     return weight.view(shape)
 
 
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction='mean', label_smoothing=0.0):
-    """CE(x, t)_i = -sum_c q_{i,c} log softmax(x_i)_c
-
-    The loss for single-label classification: log_softmax then nll_loss, fused. The target distribution
-    q of sample i is one-hot at its class t_i, weighted by w_{t_i}; with label smoothing eps it is mixed
-    with the uniform distribution over the C classes (Szegedy et al. 2016, "Rethinking the Inception
-    Architecture"), each class c weighted by its w_c:
-        q_{i,c} = (1 - eps) w_{t_i} [c == t_i] + (eps / C) w_c        (q_i = 0 where t_i == ignore_index)
-    so CE_i = (1 - eps) nll_i + (eps / C) sum_c -w_c log softmax(x_i)_c, exactly torch's semantics.
-    'mean' divides the sum over samples by sum_i w_{t_i} over the counted samples (not by sum q), as torch.
-
-    Gradient (hand-derived). With p = softmax(x_i), d/dx_k of -sum_c q_c log p_c is
-        sum_c q_c (p_k - [c == k]) = p_k sum_c q_c - q_k,
-    which for a plain one-hot q (sum_c q_c = 1) is the famous p - one_hot(t). The backward pass builds
-    exactly that, scaled by the upstream gradient (and 1 / sum_i w_{t_i} for 'mean').
-
-    Args:
-        input: logits (unnormalised scores), (C,) or (N, C) or (N, C, d1, ...).
-        target: class indices, () or (N,) or (N, d1, ...), each in [0, C) or equal to ignore_index.
-        weight: optional (C,) tensor of class weights.
-        ignore_index: a target value whose samples are skipped (loss 0, gradient 0, not counted).
-        reduction: 'none' | 'mean' | 'sum'.
-        label_smoothing: eps in [0, 1].
-    """
-    plain = input.dim() == 2 and weight is None and label_smoothing == 0 and reduction in ('mean', 'sum')
-    if (plain and input.device.type == 'cpu' and target.dtype == torch.long and target.shape == input.shape[:1]
-            and not 0 <= ignore_index < input.shape[1]):
-        # On the CPU gather checks each index itself, and fails for any target outside [0, C): a bad one,
-        # or one equal to this ignore_index. So the plain case skips the checks' search over the targets (a
-        # tenth of its time at (1024, 37)); only a failure pays for it, to explain itself or to take the
-        # general path. (On a GPU, a bad index in gather would kill the process: the checks come first.)
-        try:
-            return _PlainCrossEntropy.apply(input, target, reduction)
-        except Exception:  # the same arguments again below: the checks name what is wrong, or all is well
-            pass
-    _, may_ignore = _check_class_targets(input, target, weight, ignore_index, reduction, label_smoothing)
-    if plain and not may_ignore:
-        return _PlainCrossEntropy.apply(input, target.long(), reduction)
-    return _CrossEntropy.apply(input, target, weight, ignore_index, reduction, float(label_smoothing), may_ignore)
+# ---------------------------------------------------------------------------------------------------------
+# Part 3. Two classes: sigmoid and binary cross-entropy.
+# ---------------------------------------------------------------------------------------------------------
 
 
 def _neg_abs(x):

@@ -174,16 +174,26 @@ def test_plain_and_general_cross_entropy_agree(reduction):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(9, 5, generator=gen, dtype=torch.float64, requires_grad=True)
     target = torch.randint(0, 5, (9,), generator=gen)
-    assert torch.autograd.gradcheck(lambda t: M._PlainCrossEntropy.apply(t, target, reduction), (x,))
-    plain = values_and_grads(lambda t: M._PlainCrossEntropy.apply(t, target, reduction), x)
-    general = values_and_grads(lambda t: M._CrossEntropy.apply(t, target, None, -100, reduction, 0.0, False), x)
+    assert torch.autograd.gradcheck(lambda t: M._CrossEntropy.apply(t, target, reduction), (x,))
+    plain = values_and_grads(lambda t: M._CrossEntropy.apply(t, target, reduction), x)
+    general = values_and_grads(lambda t: M._CrossEntropyWithOptions.apply(t, target, None, -100, reduction, 0.0, False), x)
     for ours, theirs in zip(plain, general):
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
 
 
-def test_plain_case_falls_back_for_ignored_and_narrow_integer_targets():
-    """The CPU's plain case lets gather find targets outside [0, C); those (and non-int64 targets) then take
-    the checked path, with the same results."""
+@pytest.mark.parametrize('dtype', DTYPES)
+@given(x=logit_tensors(min_dims=2, max_dims=2), reduction=st.sampled_from(['mean', 'sum']), seed=st.integers(0, 99))
+def test_cross_entropy_is_nll_loss_of_log_softmax(dtype, x, reduction, seed):
+    """The chapter's identity, on minigrad's own functions: values and gradients, the fused backward of
+    cross_entropy against autograd through log_softmax's and nll_loss's backward passes."""
+    target = torch.randint(0, x.shape[1], x.shape[:1], generator=torch.Generator().manual_seed(seed))
+    assert_same_as_torch(lambda t: M.cross_entropy(t, target, reduction=reduction),
+                         lambda t: M.nll_loss(M.log_softmax(t, dim=1), target, reduction=reduction), x.to(dtype))
+
+
+def test_plain_case_takes_any_integer_targets_and_leaves_ignored_ones_to_the_options():
+    """int64 or narrower targets give the same loss; a target equal to ignore_index goes through
+    cross_entropy_with_options; one out of range is named."""
     x = torch.randn(5, 7, dtype=torch.float64)
     target = torch.tensor([0, 6, 3, 3, 1])
     expected = F.cross_entropy(x, target)
