@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import median_seconds, print_table  # noqa: E402
 
-from minigrad.warp import transform_grid  # noqa: E402
+from minigrad.homographies import transform_grid  # noqa: E402
 from pets.augment import aug_transforms, render  # noqa: E402
 
 SIZE_IN, SIZE_OUT = 460, 224

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import print_table  # noqa: E402
 
+from minigrad import homographies as H  # noqa: E402
+from minigrad import sampling as S  # noqa: E402
 from minigrad import warp as W  # noqa: E402
 from pets.augment import AugTransform  # noqa: E402
 from pets.data.download import URLs, untar_data  # noqa: E402
@@ -43,7 +45,7 @@ N_IMAGES, SIZE_IN = 8, 460
 def draws(n, seed):
     """The crop C and the rest A of aug_transforms(size, min_scale=0.75)'s draws, per image."""
     generator = torch.Generator().manual_seed(seed)
-    crop = W.random_resized_crop_matrices(n, 0.75, generator=generator).double()
+    crop = H.random_resized_crop_matrices(n, 0.75, generator=generator).double()
     rest = AugTransform(min_scale=1.0, seed=seed).draw_matrices(n).double()
     rest_parts = AugTransform(min_scale=1.0, seed=seed)  # the same draws, kept apart for the 4-pass chain
     return crop, rest, rest_parts
@@ -55,13 +57,13 @@ def footprint_average(continuous, matrices, size, taps=8):
     for i in range(taps):
         for j in range(taps):
             offset = ((j + 0.5) / taps - 0.5, (i + 0.5) / taps - 0.5)
-            total = total + continuous(W.transform_grid(matrices, size, size, align_corners=True, offset=offset))
+            total = total + continuous(H.transform_grid(matrices, size, size, align_corners=True, offset=offset))
     return total / taps ** 2
 
 
 def reflect_normalised(grid):
     """Normalised coordinates folded back into [-1, 1] as reflection padding reads them."""
-    return W.reflect(grid, -1.0, 1.0)
+    return S.reflect(grid, -1.0, 1.0)
 
 
 class Analytic:
@@ -80,7 +82,7 @@ class Analytic:
         return (0.5 + (self.amplitude * torch.cos(angle + self.phase)).sum(-1)).unsqueeze(1).expand(-1, 3, -1, -1)
 
     def pixels(self, n):
-        grid = W.transform_grid(torch.eye(3, dtype=torch.float64).repeat(n, 1, 1), SIZE_IN, SIZE_IN, True)
+        grid = H.transform_grid(torch.eye(3, dtype=torch.float64).repeat(n, 1, 1), SIZE_IN, SIZE_IN, True)
         return self(grid)
 
 
@@ -97,7 +99,7 @@ class Photos:
         return F.grid_sample(self.big, grid, mode='bicubic', padding_mode='border', align_corners=True).clamp(0, 1)
 
     def pixels(self, n):
-        grid = W.transform_grid(torch.eye(3, dtype=torch.float64).repeat(n, 1, 1), SIZE_IN, SIZE_IN, True)
+        grid = H.transform_grid(torch.eye(3, dtype=torch.float64).repeat(n, 1, 1), SIZE_IN, SIZE_IN, True)
         return self(grid)
 
 
@@ -118,12 +120,12 @@ def main():
     # The 4-pass chain needs the parts separately: draw them again from the same seed, stage by stage.
     n = N_IMAGES
     g = parts
-    flip = W.flip_matrices(g._chosen(n, 0.5)).double()
-    rotation = W.rotation_matrices(g._uniform(n, -g.max_rotate, g.max_rotate) * g._chosen(n, g.p_affine)).double()
+    flip = H.flip_matrices(g._chosen(n, 0.5)).double()
+    rotation = H.rotation_matrices(g._uniform(n, -g.max_rotate, g.max_rotate) * g._chosen(n, g.p_affine)).double()
     scales = torch.where(g._chosen(n, g.p_affine), g._uniform(n, g.min_zoom, g.max_zoom), torch.ones(n, dtype=torch.float64))
-    zoom = W.zoom_matrices(scales, torch.stack([g._uniform(n, 0, 1), g._uniform(n, 0, 1)], 1)).double()
+    zoom = H.zoom_matrices(scales, torch.stack([g._uniform(n, 0, 1), g._uniform(n, 0, 1)], 1)).double()
     chosen = g._chosen(n, g.p_affine)
-    perspective = W.perspective_matrices(*[g._uniform(n, -g.max_warp, g.max_warp) * chosen for _ in range(2)]).double()
+    perspective = H.perspective_matrices(*[g._uniform(n, -g.max_warp, g.max_warp) * chosen for _ in range(2)]).double()
     torch.testing.assert_close(flip @ rotation @ zoom @ perspective, rest.double(), atol=1e-5, rtol=0)
 
     rows = []
@@ -131,7 +133,7 @@ def main():
         x = source.pixels(N_IMAGES).float()
         for size in (224, 112):
             truth = footprint_average(source, full, size)
-            outside = (W.transform_grid(full, size, size, True).abs() > 1).any(-1).double().mean().item()
+            outside = (H.transform_grid(full, size, size, True).abs() > 1).any(-1).double().mean().item()
             pipelines = {
                 'one pass, antialias': W.warp(x, full.float(), size),
                 'one pass, bilinear': W.warp(x, full.float(), size, antialias=False),

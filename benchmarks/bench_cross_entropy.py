@@ -3,7 +3,7 @@
     python benchmarks/bench_cross_entropy.py
 
 Prints, for each (N, C), the median time of one forward+backward and the peak memory it allocates, for
-both, and ours / torch. Target (issue 2): time ratio <= 1.3 for N >= 1024.
+both, and ours / torch. Target: time ratio <= 1.3 for N >= 1024.
 """
 import os
 import sys

@@ -5,7 +5,7 @@
 Same model (resnet18, random init), data (the sample at 128 px, batch 32, decoded once and kept in memory so
 that decoding does not blur the comparison), optimizer (minigrad Adam), loss (minigrad cross_entropy) and
 one epoch of training plus one validation pass. Prints images/second of each and their ratio.
-Target (issue 5): the Learner >= 0.95x the plain loop.
+Target: the Learner >= 0.95x the plain loop.
 """
 import os
 import sys

@@ -6,7 +6,7 @@ Both turn each of the 370 sample JPEGs into a uint8 (3, 460, 460) tensor in a to
   pets         load_image with JPEG draft mode, then Resize(460): one resample of the crop box;
   torchvision  PIL open + convert('RGB'), transforms.Resize(460) of the whole image, RandomCrop(460),
                PILToTensor (the ImageFolder recipe).
-Prints items/second for 0 and 2 worker processes and the ratio. Target (issue 3): >= 1.5x torchvision.
+Prints items/second for 0 and 2 worker processes and the ratio. Target: >= 1.5x torchvision.
 """
 import os
 import sys

@@ -166,28 +166,37 @@ def _nll(logp, target, class_dim, reduction):
 
 
 class _CrossEntropy(torch.autograd.Function):
-    """cross_entropy(x, t) = nll_loss(log_softmax(x), t) for (N, C) logits, reduced by 'mean' or 'sum':
-    the two forward passes one after the other, and ONE backward pass for the pair, derived by hand. By the
-    chain rule, with p = softmax(x_i) (log_softmax's Jacobian is [c == k] - p_k, nll's gradient -[c == t_i]):
+    """cross_entropy(x, t) = nll_loss(log_softmax(x), t) for (N, C) logits, reduced by 'mean' or 'sum': the
+    forward passes of the two, and ONE backward pass for the pair, derived by hand. By the chain rule, with
+    p = softmax(x_i) (log_softmax's Jacobian is [c == k] - p_k, nll's gradient -[c == t_i]):
         d CE_i / d x_{i,k} = sum_c -[c == t_i] ([c == k] - p_k) = p_k - [k == t_i],
-    softmax minus one-hot, divided by N for 'mean'. p comes back as exp(log_softmax(x)).
+    softmax minus one-hot, divided by N for 'mean'.
     """
 
     @staticmethod
     def forward(ctx, logits, target, reduction):
-        logp = _log_softmax(logits, 1)
-        ctx.save_for_backward(logp, target)
+        x = logits.to(_compute_dtype(logits))
+        index = target.long().unsqueeze(1)
+        # log_softmax(x) = s - log sum_c exp(s_c), s = x - max x (log_softmax's forward). nll_loss reads it at
+        # the targets only, so only those entries are formed: log p_t = s_t - log sum_c exp(s_c).
+        s = x - x.amax(1, keepdim=True)  # (no guard for rows of -inf: their loss is nan either way, as torch's)
+        s_t = s.gather(1, index)
+        e = s.exp_()  # in place, s is not needed any more: the only (N, C) buffer of the forward pass
+        sum_e = e.sum(1, keepdim=True)
+        log_p_t = s_t - sum_e.log()
+        loss = _reduce(-log_p_t, len(x), reduction)  # nll_loss: -log p_t, averaged or summed
+        ctx.save_for_backward(e, sum_e, index)  # softmax(x) = e / sum_e, for the backward pass
         ctx.reduction, ctx.dtype = reduction, logits.dtype
-        return _nll(logp, target, 1, reduction).to(logits.dtype)
+        return loss.to(logits.dtype)
 
     @staticmethod
     def backward(ctx, g):
-        logp, target = ctx.saved_tensors
-        g = g.to(logp.dtype)
+        e, sum_e, index = ctx.saved_tensors
+        g = g.to(e.dtype)
         if ctx.reduction == 'mean':
-            g = g / len(logp)
-        grad = logp.exp().mul_(g)  # g softmax(x)
-        grad.scatter_add_(1, target.long().unsqueeze(1), (-g).expand(len(target), 1))  # - g one_hot(t)
+            g = g / len(e)
+        grad = e * (g / sum_e)  # g softmax(x)
+        grad.scatter_add_(1, index, (-g).expand(index.shape))  # - g one_hot(t)
         return grad.to(ctx.dtype), None, None
 
 

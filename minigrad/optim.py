@@ -201,7 +201,7 @@ class Adam(Optimizer):
             else:
                 grad = grad.add(p, alpha=wd)
         m, v = state['exp_avg'], state['exp_avg_sq']
-        m.lerp_(grad, 1 - beta1)
+        m.lerp_(grad, 1 - beta1)  # m_t = beta1 m + (1 - beta1) g = m + (1 - beta1)(g - m): a lerp towards g
         v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         # The order torch uses: lr/(1-beta1^t) * m / (sqrt(v)/sqrt(1-beta2^t) + eps), the same as above.
         denominator = (v.sqrt() / (1 - beta2 ** t) ** 0.5).add_(group['eps'])

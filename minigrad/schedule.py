@@ -89,7 +89,8 @@ def discriminative_lrs(lr, n_groups):
         slice(lo, hi)     -> lo * (hi / lo) ** (k / (n_groups - 1)), k = 0 .. n_groups - 1:
                              geometric from the first group (the earliest layers) to the last (the head);
                              hi alone when n_groups = 1
-        slice(hi)         -> [hi / 10] * (n_groups - 1) + [hi]
+        slice(hi)         -> [hi / 10] * (n_groups - 1) + [hi]; so is slice(0, hi): fastai reads a start of
+                             0 as no start (a geometric series cannot start at 0)
         list              -> itself, if it has n_groups entries
 
     Early layers hold general features (edges, textures) that pretraining got right, so they get the

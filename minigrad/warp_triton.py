@@ -27,10 +27,10 @@ from minigrad import warp as W
 
 @triton.jit
 def _padded(p, size, PADDING: tl.constexpr, ALIGN_CORNERS: tl.constexpr):
-    """warp.pad_coordinates for one axis of a block of positions p on an axis of `size` pixels.
+    """sampling.pad_coordinates for one axis of a block of positions p on an axis of `size` pixels.
 
     'zeros' keeps p (each tap is masked later), clamped to [-2, size + 1] so the integer index stays small.
-    'border' clamps to [0, size - 1]. 'reflection' folds p back with the triangle wave of warp.reflect,
+    'border' clamps to [0, size - 1]. 'reflection' folds p back with the triangle wave of sampling.reflect,
     high - |span - (|p - low| mod 2 span)|, about the edge pixels' centres (align_corners) or their outer
     edges, where p lies outside [low, high], then clamps.
     """
@@ -47,7 +47,7 @@ def _padded(p, size, PADDING: tl.constexpr, ALIGN_CORNERS: tl.constexpr):
         # A one-pixel axis (span 0) always reads pixel 0; the modulus is kept non-zero for it, then unused.
         folded = tl.abs(p - low) % tl.maximum(2.0 * span, 1.0)
         mirrored = tl.where(span > 0, high - tl.abs(span - folded), 0.0)
-        p = tl.where((p >= low) & (p <= high), p, mirrored)  # nothing to mirror: p exactly, as warp.py
+        p = tl.where((p >= low) & (p <= high), p, mirrored)  # nothing to mirror: p exactly, as sampling.py
     return tl.minimum(tl.maximum(p, 0.0), size - 1.0)
 
 

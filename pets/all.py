@@ -1,7 +1,9 @@
 """The front door for the chapter's code: `from pets.all import *`. Names only, no logic.
 
 Like fastai.vision.all, it also brings re, Path, torch, nn, F and tensor, which the chapter's snippets use
-directly.
+directly. softmax, log_softmax, nll_loss and cross_entropy are minigrad's own (the functions the chapter
+explains, written out in minigrad/functional.py); F stays torch's, so that the two can be compared side by
+side as the chapter does (`nll_loss(sm_acts, targ)` next to `F.nll_loss(sm_acts, targ)`).
 """
 import re
 from pathlib import Path
@@ -11,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import tensor
 
+from minigrad.functional import cross_entropy, log_softmax, nll_loss, softmax
 from minigrad.optim import SGD, Adam
 from pets.augment import aug_transforms
 from pets.checkpoint import SaveCheckpoint
@@ -27,6 +30,7 @@ from pets.models import efficientnet_lite0, resnet18, resnet34, resnet50, resnet
 
 __all__ = [
     're', 'Path', 'torch', 'nn', 'F', 'tensor',
+    'softmax', 'log_softmax', 'nll_loss', 'cross_entropy',
     'Adam', 'SGD',
     'URLs', 'untar_data',
     'get_image_files', 'RegexLabeller', 'using_attr', 'RandomSplitter', 'Categorize',

@@ -18,6 +18,7 @@ import math
 
 import torch
 
+from minigrad import homographies as H
 from minigrad import warp as W
 from pets.data.block import generator_from
 
@@ -65,11 +66,11 @@ class AugTransform:
         the output's coordinates, the crop last, so each stage sees the image the previous one made)."""
         m = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
         if self.min_scale < 1:
-            crop = W.random_resized_crop_matrices(1 if self.batch else n, self.min_scale, generator=self.generator)
+            crop = H.random_resized_crop_matrices(1 if self.batch else n, self.min_scale, generator=self.generator)
             m = crop.double().expand(n, 3, 3) @ m
         if self.do_flip:
             flips = self._chosen(n, 0.5)
-            m = m @ W.flip_matrices(flips).double()
+            m = m @ H.flip_matrices(flips).double()
             if self.flip_vert:
                 vertical = self._chosen(n, 0.5)
                 m = m @ torch.diag_embed(torch.stack([torch.ones(n), 1 - 2 * vertical.float(), torch.ones(n)],
@@ -79,16 +80,16 @@ class AugTransform:
                 m = torch.where(transpose[:, None, None], m @ swap, m)
         if self.max_rotate > 0:
             angles = self._uniform(n, -self.max_rotate, self.max_rotate) * self._chosen(n, self.p_affine)
-            m = m @ W.rotation_matrices(angles, aspect).double()
+            m = m @ H.rotation_matrices(angles, aspect).double()
         if self.max_zoom > 1 or self.min_zoom < 1:
             scales = torch.where(self._chosen(n, self.p_affine), self._uniform(n, self.min_zoom, self.max_zoom),
                                  torch.ones(n, dtype=torch.float64))
             centres = torch.stack([self._uniform(n, 0, 1), self._uniform(n, 0, 1)], dim=1)
-            m = m @ W.zoom_matrices(scales, centres).double()
+            m = m @ H.zoom_matrices(scales, centres).double()
         if self.max_warp > 0:
             chosen = self._chosen(n, self.p_affine)
             magnitudes = [self._uniform(n, -self.max_warp, self.max_warp) * chosen for _ in range(2)]
-            m = m @ W.perspective_matrices(*magnitudes).double()
+            m = m @ H.perspective_matrices(*magnitudes).double()
         return m.float()
 
     def draw_lighting(self, n):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from minigrad.functional import softmax
 from pets.augment import AugTransform
 from pets.data.block import ItemDataset
 from pets.data.images import Resize
@@ -56,7 +57,7 @@ class Predictor:
     def predict_files(self, files):
         """Probabilities (len(files), C)."""
         with torch.no_grad():
-            return torch.softmax(self.model(self.prepare(files)), dim=1)
+            return softmax(self.model(self.prepare(files)), dim=1)
 
     def predict(self, item):
         probabilities = self.predict_files([item])[0]

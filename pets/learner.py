@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from minigrad.functional import cross_entropy
+from minigrad.functional import cross_entropy, softmax
 from minigrad.optim import Adam
 from minigrad.schedule import discriminative_lrs, one_cycle
 from pets.checkpoint import SaveCheckpoint, load_checkpoint, restore_checkpoint
@@ -439,7 +439,7 @@ class Learner:
             loader = self.dls[ds_idx]
             dl = loader if ds_idx == 1 else loader.ordered()
         logits, targets = self._batches_outputs(dl)
-        probabilities = torch.softmax(logits, dim=1)
+        probabilities = softmax(logits, dim=1)
         if with_loss:
             return probabilities, targets, self.loss_func(logits, targets, reduction='none')
         return Preds(probabilities, targets)

@@ -29,9 +29,12 @@ def steep(lrs, losses):
 
 
 def valley(lrs, losses):
-    """fastai's default: the longest stretch over which the loss keeps decreasing (a longest decreasing
-    subsequence, n points from `start`), and the rate at start + n/3 + n/6, halfway through its middle
-    third: well inside the valley, before its bottom, where training is fast but stable."""
+    """fastai's default. The valley is the longest decreasing subsequence of the losses: points each lower
+    than the one before it in the subsequence, not necessarily adjacent, so that noise does not cut it
+    short. With n its number of points and `end` its last one, the valley is taken to span start = end - n
+    to end (fastai's rule: the subsequence itself may begin later), and the suggestion is the rate at
+    start + int(t) + int(t / 2), t = (end - start) / 3: halfway through the middle third, well inside the
+    valley, before its bottom, where training is fast but stable."""
     n = len(losses)
     run = [1] * n  # run[i]: the longest decreasing subsequence ending at point i
     best_end = 0

@@ -167,7 +167,7 @@ def arch_config(arch):
 
 
 def create_head(n_features, n_out, hidden=512, dropout=0.5):
-    """fastai's head: [avg pool, max pool] -> flatten -> BN -> Dropout(p/2) -> Linear(2nf, 512) -> ReLU
+    """fastai's head: [max pool, avg pool] -> flatten -> BN -> Dropout(p/2) -> Linear(2nf, 512) -> ReLU
     -> BN -> Dropout(p) -> Linear(512, n_out). Concatenating both poolings keeps "how much" and "anywhere
     at all" of each feature."""
     head = nn.Sequential(
@@ -182,7 +182,8 @@ def create_head(n_features, n_out, hidden=512, dropout=0.5):
 
 
 class ConcatPool(nn.Module):
-    """Adaptive average and max pooling to 1x1, concatenated along the channels."""
+    """Adaptive max and average pooling to 1x1, concatenated along the channels in that order (fastai's
+    AdaptiveConcatPool2d), so that pretrained heads' weights line up."""
 
     def forward(self, x):
         return torch.cat([x.amax(dim=(2, 3), keepdim=True), x.mean(dim=(2, 3), keepdim=True)], dim=1)

@@ -1,7 +1,8 @@
-"""The chapter's own code, as the user's notes give it, run with `from pets.all import *`.
+"""The chapter's own code, as the user's notes give it, run with `from pets.all import *`: the data section,
+the cross-entropy section (with the book's numbers), and the training and interpretation calls.
 
-Only the data set differs: the embedded sample (URLs.PETS_SAMPLE) stands in for the 811 MB download.
-Later stages of the chapter (learner, interpretation) join this file as they land.
+Only the data differ: the embedded sample (URLs.PETS_SAMPLE) stands in for the 811 MB download, and generated
+images for training (no pretrained weights can be downloaded in CI).
 """
 import matplotlib
 
@@ -44,6 +45,36 @@ except Exception as error:
     assert 'Found 370 items' in capsys.readouterr().out
 
 
+def test_chapter_cross_entropy_section():
+    """The notes' code for softmax, the pick, nll_loss and cross-entropy, with the numbers the book prints;
+    then minigrad's functions of the same names (pets.all gives them) on the same activations."""
+    namespace = {}
+    exec('from pets.all import *', namespace)
+    exec('''
+torch.random.manual_seed(42);
+acts = torch.randn((6,2))*2
+sm_acts = torch.softmax(acts, dim=1)
+targ = tensor([0,1,0,1,1,0])
+idx = range(6)
+picked = sm_acts[idx, targ]
+nll = F.nll_loss(sm_acts, targ, reduction='none')
+loss_func = nn.CrossEntropyLoss()
+loss = loss_func(acts, targ)
+functional = F.cross_entropy(acts, targ)
+per_item = nn.CrossEntropyLoss(reduction='none')(acts, targ)
+ours = cross_entropy(acts, targ), cross_entropy(acts, targ, reduction='none'), nll_loss(softmax(acts, dim=1), targ, reduction='none')
+''', namespace)
+    book = {'picked': [0.6025, 0.4979, 0.1332, 0.0034, 0.4041, 0.3661],
+            'nll': [-0.6025, -0.4979, -0.1332, -0.0034, -0.4041, -0.3661],
+            'per_item': [0.5067, 0.6973, 2.0160, 5.6958, 0.9062, 1.0048]}
+    for name, values in book.items():
+        assert [round(v, 4) for v in namespace[name].tolist()] == values
+    assert round(float(namespace['loss']), 4) == round(float(namespace['functional']), 4) == 1.8045
+    mean, per_item, nll = namespace['ours']
+    assert round(float(mean), 4) == 1.8045 and [round(v, 4) for v in per_item.tolist()] == book['per_item']
+    assert [round(v, 4) for v in nll.tolist()] == book['nll']
+
+
 def test_chapter_learner_section(tmp_path):
     """The chapter's training calls, on generated images (pretrained=False: no weights download here)."""
     import numpy as np
@@ -69,6 +100,7 @@ learn = cnn_learner(dls, resnet34, metrics=error_rate, pretrained=False, progres
 preds,_ = learn.get_preds(dl=[(x,y)])
 total = preds[0].sum()
 lr_min,lr_steep = learn.lr_find(suggest_funcs=(minimum, steep), num_it=20, show_plot=False)
+sweep_rates = learn.recorder.lr_find.lrs
 learn.fine_tune(1, base_lr=3e-3)
 learn = cnn_learner(dls, resnet34, metrics=error_rate, pretrained=False, progress=False)
 learn.fit_one_cycle(1, 3e-3)
@@ -81,5 +113,14 @@ interp = ClassificationInterpretation.from_learner(learn)
 confused = interp.most_confused(min_val=1)
 ''', namespace)
     assert abs(float(namespace['total']) - 1) < 1e-5
-    assert namespace['lr_min'] > 0 and namespace['lr_steep'] > 0
-    assert isinstance(namespace['confused'], list)
+    # lr_find's suggestions come from its sweep: a tenth of one swept rate, and a swept rate.
+    rates = namespace['sweep_rates']
+    assert any(abs(namespace['lr_min'] * 10 / rate - 1) < 1e-9 for rate in rates)
+    assert any(abs(namespace['lr_steep'] / rate - 1) < 1e-9 for rate in rates)
+    # most_confused: the confusion matrix's off-diagonal cells of at least min_val, largest first.
+    interp, confused = namespace['interp'], namespace['confused']
+    matrix, vocab = interp.confusion_matrix(), list(interp.vocab)
+    cells = {(vocab[a], vocab[p]): int(matrix[a, p]) for a in range(len(vocab)) for p in range(len(vocab))
+             if a != p and matrix[a, p] >= 1}
+    assert {(a, p): n for a, p, n in confused} == cells
+    assert [n for _, _, n in confused] == sorted(cells.values(), reverse=True)

@@ -105,7 +105,9 @@ class RandomSplitter:
 
 
 class Categorize:
-    """Labels <-> class indices: the vocabulary is the sorted set of labels seen on the training set."""
+    """Labels <-> class indices: the vocabulary is the sorted set of the labels given to setup. DataBlock
+    gives it every item's label, training and validation alike (fastai uses the training split's only), so
+    that a class seen only in validation is still a class."""
 
     def __init__(self, vocab=None):
         self.vocab = list(vocab) if vocab is not None else None
@@ -120,7 +122,7 @@ class Categorize:
         try:
             return self._index[label]
         except KeyError:
-            raise KeyError(f"label {label!r} is not in the vocabulary (the training set's labels: "
+            raise KeyError(f"label {label!r} is not in the vocabulary ({len(self.vocab)} labels: "
                            f"{self.vocab[:5]}{' ...' if len(self.vocab) > 5 else ''})") from None
 
     def decode(self, index):

@@ -1,5 +1,5 @@
-"""minigrad.schedule against the formulas of fastai's fit_one_cycle, LRFinder and Optimizer.set_hyper."""
-import math
+"""minigrad.schedule against facts of fastai's fit_one_cycle, LRFinder and Optimizer.set_hyper: values fastai's
+documentation publishes, values at known points, and the shapes the schedules must have."""
 
 import pytest
 import torch
@@ -8,33 +8,50 @@ from hypothesis import given, strategies as st
 from minigrad.schedule import cosine_anneal, discriminative_lrs, lr_sweep, one_cycle
 
 
-def reference_one_cycle(n_steps, lr_max, div, div_final, pct_start, moms):
-    """The schedule written out as the issue states it, one step at a time, independent of the code."""
-    def cos(start, end, p):
-        return start + (1 + math.cos(math.pi * (1 - p))) * (end - start) / 2
-    lrs, mom_values = [], []
-    for i in range(n_steps):
-        pos = i / n_steps
-        if pos < pct_start:
-            p = pos / pct_start
-            lrs.append(cos(lr_max / div, lr_max, p))
-            mom_values.append(cos(moms[0], moms[1], p))
-        else:
-            p = (pos - pct_start) / (1 - pct_start)
-            lrs.append(cos(lr_max, lr_max / div_final, p))
-            mom_values.append(cos(moms[1], moms[2], p))
-    return lrs, mom_values
+# fastai's documentation (docs.fast.ai/callback.schedule, SchedCos): SchedCos(0, 2) at 0, 1/4, 1/2, 3/4, 1.
+FASTAI_SCHED_COS_0_TO_2 = [0.0, 0.29289, 1.0, 1.70711, 2.0]
 
 
-@given(n_steps=st.integers(1, 500), lr_max=st.floats(1e-6, 1.0), div=st.sampled_from([5.0, 25.0, 100.0]),
+def test_cosine_anneal_gives_fastais_published_values():
+    got = [cosine_anneal(0.0, 2.0, pos) for pos in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert got == pytest.approx(FASTAI_SCHED_COS_0_TO_2, abs=1e-5)
+
+
+def test_one_cycle_at_known_points():
+    """400 steps, a quarter warming up: 100 steps from lr_max / 25 up to lr_max, 300 down to lr_max / 1e5.
+    Each phase's quarter, half and end points are fastai's published SchedCos fractions of the way."""
+    lr_max, lo, final = 1e-2, 1e-2 / 25, 1e-2 / 1e5
+    lrs, moms = one_cycle(400, lr_max, div=25, div_final=1e5, pct_start=0.25, moms=(0.95, 0.85, 0.95))
+    fraction = [f / 2 for f in FASTAI_SCHED_COS_0_TO_2]  # of the way from start to end, at 0, 1/4, 1/2, 3/4
+    within = 2.6e-6  # the published values' rounding (5 decimals on a span of 2), as a fraction of the way
+
+    def close(value, start, end, f):
+        return abs(value - (start + f * (end - start))) <= within * abs(end - start)
+
+    for step, f in zip((0, 25, 50, 75), fraction):  # warm-up: step 25 is a quarter of its 100 steps
+        assert close(lrs[step], lo, lr_max, f) and close(moms[step], 0.95, 0.85, f)
+    assert lrs[100] == pytest.approx(lr_max) and moms[100] == pytest.approx(0.85)  # the peak at pct_start
+    for step, f in zip((175, 250, 325), fraction[1:4]):  # the descent: a quarter of 300 steps is 75
+        assert close(lrs[step], lr_max, final, f) and close(moms[step], 0.85, 0.95, f)
+    assert final < lrs[-1] < final + 1e-4 * lr_max  # one step short of the end: just above the final rate
+
+
+@given(n_steps=st.integers(2, 500), lr_max=st.floats(1e-6, 1.0), div=st.sampled_from([5.0, 25.0, 100.0]),
        div_final=st.sampled_from([1e4, 1e5]), pct_start=st.sampled_from([0.0, 0.25, 0.3, 0.99, 1.0]),
        moms=st.sampled_from([(0.95, 0.85, 0.95), (0.9, 0.8, 0.99)]))
-def test_one_cycle_follows_the_formula(n_steps, lr_max, div, div_final, pct_start, moms):
+def test_one_cycle_rises_then_falls_with_momentum_mirrored(n_steps, lr_max, div, div_final, pct_start, moms):
     lrs, mom_values = one_cycle(n_steps, lr_max, div, div_final, pct_start, moms)
-    expected_lrs, expected_moms = reference_one_cycle(n_steps, lr_max, div, div_final, pct_start, moms)
-    torch.testing.assert_close(lrs, torch.tensor(expected_lrs, dtype=torch.float64), rtol=1e-12, atol=0)
-    torch.testing.assert_close(mom_values, torch.tensor(expected_moms, dtype=torch.float64), rtol=1e-12, atol=0)
-    assert lrs.shape == (n_steps,) and lrs[0] == pytest.approx(lr_max / div if pct_start > 0 else lr_max)
+    assert lrs.shape == mom_values.shape == (n_steps,)
+    warm = sum(1 for i in range(n_steps) if i / n_steps < pct_start)  # the warm-up's steps
+    assert lrs[0] == pytest.approx(lr_max / div if warm else lr_max)
+    assert (lrs[:warm].diff() > 0).all() and (lrs[warm:].diff() < 0).all()
+    assert lrs.max() <= lr_max * (1 + 1e-12) and lrs.min() >= min(lr_max / div, lr_max / div_final) * (1 - 1e-12)
+    # Momentum is the same cosine, so it has gone the same fraction of its way as the rate, in each phase.
+    lo, final = lr_max / div, lr_max / div_final
+    lr_way = torch.cat([(lrs[:warm] - lo) / (lr_max - lo), (lr_max - lrs[warm:]) / (lr_max - final)])
+    mom_way = torch.cat([(mom_values[:warm] - moms[0]) / (moms[1] - moms[0]),
+                         (mom_values[warm:] - moms[1]) / (moms[2] - moms[1])])
+    torch.testing.assert_close(mom_way, lr_way, atol=1e-9, rtol=0)
 
 
 def test_one_cycle_shape_of_the_curve():

@@ -16,6 +16,7 @@ if not ON_GPU and os.environ.get('TRITON_INTERPRET') != '1':
     pytest.skip('needs a CUDA GPU, or TRITON_INTERPRET=1 set before the kernels are defined',
                 allow_module_level=True)
 
+from minigrad import homographies as H  # noqa: E402
 from minigrad import warp as W  # noqa: E402
 from minigrad import warp_triton as T  # noqa: E402
 
@@ -40,11 +41,11 @@ def matrices_for(draw, n, generator):
     kind = draw(st.sampled_from(['identity', 'affine', 'perspective', 'minify', 'zoom out']))
     m = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
     if kind in ('affine', 'perspective'):
-        m = W.rotation_matrices(uniform(generator, n, -45, 45)).double()
+        m = H.rotation_matrices(uniform(generator, n, -45, 45)).double()
         m[:, :2, :2] *= uniform(generator, n, 0.6, 1.4).view(n, 1, 1)
         m[:, :2, 2] = torch.rand(n, 2, generator=generator, dtype=torch.float64) - 0.5
     if kind == 'perspective':
-        m = m @ W.perspective_matrices(uniform(generator, n, -0.4, 0.4), uniform(generator, n, -0.4, 0.4)).double()
+        m = m @ H.perspective_matrices(uniform(generator, n, -0.4, 0.4), uniform(generator, n, -0.4, 0.4)).double()
     if kind == 'zoom out':  # the output frame reaches past the input's edges: padding is read
         m[:, 0, 0], m[:, 1, 1] = uniform(generator, n, 1.3, 3.0), uniform(generator, n, 1.3, 3.0)
     constant = draw(st.sampled_from([1.0, 2.5, -0.5]))
@@ -97,7 +98,7 @@ def test_identity_is_an_exact_copy_and_a_scaled_identity_too():
 def test_a_scaled_homography_is_the_same_map():
     generator = torch.Generator().manual_seed(1)
     x = random_images(3, 3, 12, 12, torch.float32, generator)
-    matrices = W.rotation_matrices(torch.tensor([0.0, 20.0, -10.0])).float()
+    matrices = H.rotation_matrices(torch.tensor([0.0, 20.0, -10.0])).float()
     matrices[0] = torch.diag(torch.tensor([0.5, 0.7, 1.0]))  # affine: the eager path skips its divide
     plain = T.warp(x.to(DEVICE), matrices.to(DEVICE), 8).cpu()
     torch.testing.assert_close(T.warp(x.to(DEVICE), 2.5 * matrices.to(DEVICE), 8).cpu(), plain, atol=1e-5, rtol=0)
@@ -106,7 +107,7 @@ def test_a_scaled_homography_is_the_same_map():
 
 def test_any_strides_are_read_in_place():
     x = random_images(2, 3, 14, 15, torch.uint8, torch.Generator().manual_seed(2))
-    matrices = W.rotation_matrices(torch.tensor([15.0, -30.0])).float()
+    matrices = H.rotation_matrices(torch.tensor([15.0, -30.0])).float()
     expected = W.warp(x, matrices, 6)
     channels_last = x.to(memory_format=torch.channels_last)
     assert not channels_last.is_contiguous()

@@ -1,4 +1,6 @@
 """The Learner on generated data: schedules in the optimizer, freezing, fine_tune, predictions, errors."""
+import math
+
 import pytest
 import torch
 
@@ -142,6 +144,13 @@ def test_lr_find_restores_the_model_and_suggests(dls):
     lrs = learn.recorder.lr_find.lrs
     assert lrs[0] == pytest.approx(1e-7) and all(b > a for a, b in zip(lrs, lrs[1:]))
     lr_min, lr_steep = learn.lr_find(num_it=30, suggest_funcs=(minimum, steep), show_plot=False)
+    # fastai's rules on the smoothed curve without its first tenth (3 of 30) and last 5 points: a tenth of the
+    # rate at its lowest loss; the rate where the loss falls most per decade of rate.
+    sweep = learn.recorder.lr_find
+    rates, losses = sweep.lrs[3:len(sweep.lrs) - 5], sweep.smooth_losses[3:len(sweep.lrs) - 5]
+    assert lr_min == pytest.approx(rates[losses.index(min(losses))] / 10)
+    drops = [(b - a) / (math.log(r2) - math.log(r1)) for a, b, r1, r2 in zip(losses, losses[1:], rates, rates[1:])]
+    assert lr_steep == pytest.approx(rates[drops.index(min(drops))])
     assert learn.recorder.plot_lr_find().axes[0].get_xscale() == 'log'
     learn.fit_one_cycle(1, 1e-3)
     assert len(learn.recorder.plot_sched().axes) == 2 and learn.recorder.plot_loss().axes
@@ -167,12 +176,41 @@ def test_interpretation(dls):
     assert matrix.shape == (3, 3) and matrix.sum() == len(dls.valid_ds)
     assert torch.equal(matrix.sum(1), torch.bincount(interp.targets, minlength=3))
     confused = interp.most_confused()
-    assert all(a != p and n >= 1 for a, p, n in confused)
+    vocab = list(dls.vocab)
+    off_diagonal = {(vocab[a], vocab[p]): int(matrix[a, p]) for a in range(3) for p in range(3)
+                    if a != p and matrix[a, p] >= 1}
+    assert {(a, p): n for a, p, n in confused} == off_diagonal and len(confused) == len(off_diagonal)
+    assert [n for _, _, n in confused] == sorted(off_diagonal.values(), reverse=True)
+    assert interp.most_confused(min_val=max(off_diagonal.values(), default=1) + 1) == []
     assert [n for _, _, n in confused] == sorted((n for _, _, n in confused), reverse=True)
     assert sum(n for _, _, n in confused) == int((interp.predictions != interp.targets).sum())
     losses, indices = interp.top_losses(3)
     assert (losses[:-1] >= losses[1:]).all() and len(indices) == 3
     assert interp.plot_confusion_matrix().axes and len(interp.plot_top_losses(3).axes) == 3
+
+
+def test_probabilities_come_from_minigrads_softmax(dls, tmp_path, monkeypatch):
+    """get_preds, tta, predict and the exported predictor: logits -> probabilities by minigrad.functional.softmax."""
+    import minigrad.functional
+    import pets.export
+    import pets.learner
+    calls = []
+
+    def spy(x, dim=-1):
+        calls.append(x.shape)
+        return minigrad.functional.softmax(x, dim)
+
+    learn = learner(dls)
+    learn.export(tmp_path / 'model.pth')
+    predictor = pets.export.load_learner(tmp_path / 'model.pth')
+    monkeypatch.setattr(pets.learner, 'softmax', spy)
+    monkeypatch.setattr(pets.export, 'softmax', spy)
+    probabilities, _ = learn.get_preds()
+    assert calls == [probabilities.shape]
+    learn.tta(n=2)
+    learn.predict(dls.valid_ds.items[0])
+    predictor.predict(dls.valid_ds.items[0])
+    assert len(calls) == 1 + 3 + 1 + 1  # get_preds; tta's plain pass and 2 views; predict; the predictor
 
 
 def test_export_load_learner_and_predict_cli(dls, pet_folder, tmp_path, capsys):
@@ -202,7 +240,12 @@ def test_save_and_load_restore_weights_and_optimizer(dls, tmp_path):
     other = learner(dls).load(tmp_path / 'checkpoint.pth')
     for a, b in zip(learn.model.state_dict().values(), other.model.state_dict().values()):
         assert torch.equal(a, b)
-    assert other.opt.state_dict()['state'].keys() == learn.opt.state_dict()['state'].keys()
+    saved, loaded = learn.opt.state_dict()['state'], other.opt.state_dict()['state']
+    assert saved.keys() == loaded.keys() and len(saved) > 0
+    for key in saved:
+        assert saved[key].keys() == loaded[key].keys()
+        for name, value in saved[key].items():  # Adam's step count and both running means, to the bit
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(loaded[key][name])), (key, name)
 
 
 def test_top_k_accuracy():
