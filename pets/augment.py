@@ -108,6 +108,11 @@ class AugTransform:
         return torch.logit(brightness).float(), contrast.float()
 
 
+@functools.cache
+def _triton_installed():
+    return importlib.util.find_spec('triton') is not None
+
+
 def choose_backend(device, fused=None, triton_available=None):
     """Which code renders a batch on `device`:
         'triton'    minigrad.warp_triton's hand-written kernel: CUDA tensors, Triton installed, fused not False;
@@ -116,7 +121,7 @@ def choose_backend(device, fused=None, triton_available=None):
     triton_available: None asks whether the triton package is installed.
     """
     if triton_available is None:
-        triton_available = importlib.util.find_spec('triton') is not None
+        triton_available = _triton_installed()
     if fused is False:
         return 'eager'
     if torch.device(device).type == 'cuda':
