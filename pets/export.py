@@ -7,6 +7,7 @@
 The file holds only tensors, strings and numbers, and is read with torch.load(weights_only=True): loading
 a model file from elsewhere cannot run code (a plain pickle of the Learner could).
 """
+import warnings
 from pathlib import Path
 
 import torch
@@ -66,10 +67,19 @@ class Predictor:
 
 
 def load_learner(path):
-    """Loads an exported classifier (weights_only: no code is unpickled)."""
-    saved = torch.load(path, map_location='cpu', weights_only=True)
+    """Loads an exported classifier (weights_only: no code is unpickled). A missing file raises
+    FileNotFoundError; any other file that learn.export did not write, ValueError saying so."""
+    not_ours = f"{path} is not a model exported by pets (learn.export, or the model.pth of python -m pets.run)"
+    try:
+        with warnings.catch_warnings():  # torch's warnings about a foreign file: the error below says it all
+            warnings.simplefilter('ignore')
+            saved = torch.load(path, map_location='cpu', weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception:  # torch.load's many ways of refusing a file that is not a weights-only torch file
+        raise ValueError(not_ours) from None
     if not isinstance(saved, dict) or saved.get('format') != FORMAT:
-        raise ValueError(f"{path} is not a model exported by pets (learn.export); it cannot be loaded here")
+        raise ValueError(not_ours)
     model = create_cnn_model(saved['arch'], len(saved['vocab']), pretrained=False)
     model.load_state_dict(saved['state_dict'])
     return Predictor(model, saved['arch'], saved['vocab'], saved['presize'], saved['size'])

@@ -269,11 +269,15 @@ class Learner:
         """Trains n_epoch epochs. lr: a float, list or slice (one rate per layer group); schedule(step) ->
         (lrs, mom) overrides it step by step (fit_one_cycle passes one). resume: continue from the last
         checkpoint (see resume_from)."""
+        if n_epoch < 0:
+            raise ValueError(f"n_epoch={n_epoch}: the number of epochs cannot be negative")
         if resume and self._resume_from is None:
             self.resume_from()
         fit_index, self.fit_count = self.fit_count, self.fit_count + 1
         if self._resume_from is not None and self._resume_from['progress']['fit_index'] > fit_index:
             return  # this fit call had ended before the checkpoint was written
+        if n_epoch == 0:
+            return  # nothing to train, so no table either (fine_tune(freeze_epochs=0) skips its frozen phase)
         if wd is not None:
             self.wd = wd
         if self.opt is None:

@@ -1,34 +1,68 @@
-"""Name the breed in photos with an exported model: python -m pets.predict MODEL IMAGE [IMAGE ...]"""
+"""Name the breed in photos with an exported model: python -m pets.predict MODEL IMAGE_OR_FOLDER [...]
+
+A folder stands for every image file under it (sub-folders too). One line per image; --csv also writes a
+table. Exit codes: 0 all predicted, 2 a bad model file or option, or some image unreadable (the others
+are still predicted).
+"""
 import argparse
-import pickle
+import csv
 import sys
+from pathlib import Path
 
 from pets.data.images import ImageLoadError
+from pets.data.items import get_image_files
 from pets.export import load_learner
 
 
+def expand(paths):
+    """The image files to predict: each file as given, each folder's image files (recursively, sorted)."""
+    files = []
+    for path in map(Path, paths):
+        files.extend(get_image_files(path) if path.is_dir() else [path])
+    return files
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m pets.predict', description=__doc__)
+    parser = argparse.ArgumentParser(prog='python -m pets.predict', description=__doc__.split('\n')[0])
     parser.add_argument('model', help='a file written by learn.export / python -m pets.run (model.pth)')
-    parser.add_argument('images', nargs='+')
-    parser.add_argument('--top', type=int, default=3, help='how many breeds to list per image')
+    parser.add_argument('images', nargs='+', help='image files, or folders of them')
+    parser.add_argument('--top', type=int, default=3, help='how many breeds to list per image (default: 3)')
+    parser.add_argument('--csv', metavar='FILE', help='also write one row per image: file, label, probability, '
+                                                       'and the top breeds with theirs')
     args = parser.parse_args(argv)
+    if args.top < 1:
+        parser.error(f"--top {args.top}: list at least 1 breed")
     try:
         predictor = load_learner(args.model)
-    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
+    except (OSError, ValueError) as error:
         print(f"error: cannot load {args.model}: {error}", file=sys.stderr)
         return 2
-    status = 0
-    for image in args.images:
+    files = expand(args.images)
+    if not files:
+        print(f"error: no image files in {', '.join(args.images)}", file=sys.stderr)
+        return 2
+    rows, unreadable = [], 0
+    for image in files:
         try:
             probabilities = predictor.predict_files([image])[0]
         except ImageLoadError as error:
             print(f"{image}: not a readable image ({error})", file=sys.stderr)
-            status = 2
+            unreadable += 1
             continue
         top = probabilities.topk(min(args.top, len(probabilities)))
-        print(f"{image}: " + ', '.join(f"{predictor.vocab[int(i)]} {float(p):.1%}" for p, i in zip(*top)))
-    return status
+        ranked = [(predictor.vocab[int(i)], float(p)) for p, i in zip(*top)]
+        print(f"{image}: " + ', '.join(f"{label} {p:.1%}" for label, p in ranked))
+        rows.append([str(image), ranked[0][0], f"{ranked[0][1]:.6f}", '; '.join(f"{label} {p:.6f}" for label, p in ranked)])
+    if args.csv:
+        with open(args.csv, 'w', newline='') as file:
+            writer = csv.writer(file)
+            writer.writerow(['file', 'label', 'probability', f'top {args.top}'])
+            writer.writerows(rows)
+    if unreadable:
+        rest = '; the others were predicted' if unreadable < len(files) else ''
+        print(f"{unreadable} of {len(files)} images could not be read (see above){rest}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == '__main__':

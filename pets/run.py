@@ -36,7 +36,8 @@ from minigrad.functional import cross_entropy
 from pets.augment import aug_transforms
 from pets.checkpoint import CheckpointMismatchError, SaveCheckpoint
 from pets.data.block import CategoryBlock, DataBlock, ImageBlock, UnreadableImageWarning, default_num_workers
-from pets.data.download import URLs, untar_data
+from pets.data.download import KNOWN_ARCHIVES, DownloadError, URLs, untar_data
+from pets.data.download import data_folder as data_sets_folder
 from pets.data.images import Resize
 from pets.data.items import RandomSplitter, get_image_files
 from pets.distributed import (all_gather, broadcast, init_distributed, launched_by_torchrun, local_rank_zero_first,
@@ -46,32 +47,47 @@ from pets.learner import accuracy, cnn_learner, error_rate
 from pets.models import ARCHS, PretrainedWeightsError
 
 
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """--help lists each option's default, but where its help already says it in words."""
+
+    def _get_help_string(self, action):
+        if action.default is None or 'default' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog='python -m pets.run', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='python -m pets.run', description=__doc__.split('\n')[0],
+                                     formatter_class=HelpWithDefaults)
     parser.add_argument('--data', default='sample', help="'sample' (default), 'pets' (download), or a folder")
     parser.add_argument('--pattern', default=r'(.+)_\d+.jpg$', help='regex whose group 1 is the label')
-    parser.add_argument('--arch', default='efficientnet_lite0', choices=sorted(ARCHS))
-    parser.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument('--recipe', default='frozen-bn', choices=['frozen-bn', 'fastai'])
-    parser.add_argument('--epochs', type=int, default=8)
-    parser.add_argument('--freeze-epochs', type=int, default=10)
+    parser.add_argument('--arch', default='efficientnet_lite0', choices=sorted(ARCHS), help='the network')
+    parser.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=True,
+                        help="start from the network's ImageNet weights")
+    parser.add_argument('--recipe', default='frozen-bn', choices=['frozen-bn', 'fastai'],
+                        help="frozen-bn: this script's (see above); fastai: the book's fine_tune")
+    parser.add_argument('--epochs', type=at_least(0), default=8, help='one-cycle epochs of the whole network')
+    parser.add_argument('--freeze-epochs', type=at_least(0), default=10,
+                        help='one-cycle epochs of the head alone, first')
     parser.add_argument('--lr', type=learning_rate, default=3e-3,
                         help="the head's peak learning rate, or 'find' for lr_find's valley suggestion")
     parser.add_argument('--fp16', action='store_true', help='mixed precision (float16 on a GPU, bfloat16 on a CPU)')
     parser.add_argument('--label-smoothing', type=fraction, default=0.0,
                         help="cross-entropy's label smoothing eps (0: plain cross-entropy)")
-    parser.add_argument('--lr-mult', type=float, default=None,
+    parser.add_argument('--lr-mult', type=positive, default=None,
                         help='unfrozen phase: the first layer group trains at lr / lr_mult (default 1000; '
                              "fastai's 100 with --recipe fastai)")
-    parser.add_argument('--tta', type=int, default=0, metavar='N',
+    parser.add_argument('--tta', type=at_least(0), default=0, metavar='N',
                         help='also score the validation set with test-time augmentation over N views (0: not)')
-    parser.add_argument('--bs', type=int, default=32,
+    parser.add_argument('--bs', type=at_least(1), default=32,
                         help='images per batch, per process: under torchrun a step sees bs x processes images')
     parser.add_argument('--sync-bn', action='store_true',
                         help='under torchrun on GPUs: BatchNorm statistics over all processes (SyncBatchNorm)')
-    parser.add_argument('--presize', type=int, default=256)
-    parser.add_argument('--size', type=int, default=224)
-    parser.add_argument('--min-scale', type=float, default=0.75)
+    parser.add_argument('--presize', type=at_least(1), default=256,
+                        help='each image is first resized (centre-cropped for validation) to this many pixels')
+    parser.add_argument('--size', type=at_least(1), default=224, help='the side of the images the model sees')
+    parser.add_argument('--min-scale', type=scale, default=0.75,
+                        help="the random-resized crop's smallest share of the image's area, in (0, 1]")
     parser.add_argument('--seed', type=int, default=42,
                         help='seeds the split, the order, the augmentation and the head: a CPU run repeats exactly')
     parser.add_argument('--deterministic', action='store_true',
@@ -79,34 +95,91 @@ def parse_args(argv):
                              "repeatable runs at some cost in speed")
     parser.add_argument('--resume', action='store_true',
                         help="continue after the last epoch checkpointed in --out (same data and options)")
-    parser.add_argument('--workers', type=int, default=None,
+    parser.add_argument('--workers', type=at_least(0), default=None,
                         help='decoding processes per training process (default: the cores shared among those)')
     parser.add_argument('--device', default=None, help="'cpu', 'cuda' (default: the GPU if there is one)")
     parser.add_argument('--out', default='pets-output', help='folder for the results')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.epochs == 0 and args.freeze_epochs == 0:
+        parser.error('--epochs and --freeze-epochs are both 0: nothing would train; give one of them an epoch')
+    return args
+
+
+def at_least(minimum):
+    """An argparse type: a whole number >= minimum."""
+    def whole_number(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}: give {minimum} or more")
+        return value
+    return whole_number
+
+
+def positive(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not above 0")
+    return value
+
+
+def scale(text):
+    value = positive(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text} is above 1: it is a share of the image's area, in (0, 1]")
+    return value
 
 
 def learning_rate(text):
     if text == 'find':
         return text
     try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'find'") from None
+        return positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number above 0 nor 'find'") from None
 
 
 def fraction(text):
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
     return value
+
+
+def check_device(device):
+    """A UserError unless `device` is one torch can use here (None: the default choice)."""
+    if device is None:
+        return
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device}: not a device; use cpu, cuda or cuda:N") from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA GPU is visible to torch here; use --device cpu, or leave "
+                        f"--device out to take a GPU when there is one") from None
+    if device.type == 'cuda' and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: there are {torch.cuda.device_count()} GPUs (cuda:0 to "
+                        f"cuda:{torch.cuda.device_count() - 1})")
 
 
 def data_folder(data):
     if data == 'sample':
         return untar_data(URLs.PETS_SAMPLE) / 'images'
     if data == 'pets':
-        return untar_data(URLs.PETS) / 'images'
+        try:
+            return untar_data(URLs.PETS) / 'images'
+        except DownloadError as error:
+            archive = data_sets_folder() / f"{KNOWN_ARCHIVES[URLs.PETS].name}.tgz"
+            raise UserError(f"--data pets: the download failed ({error}). Connect to the internet and run again "
+                            f"(a partial download resumes), or put the archive at {archive}") from None
     folder = Path(data)
     if not folder.is_dir():
         raise UserError(f"--data {data}: no such folder; use 'sample', 'pets' or a folder of images")
@@ -181,6 +254,10 @@ def main(argv=None, cbs=()):
     import matplotlib
     matplotlib.use('Agg')  # the script writes plots to files: no window, whatever the machine has
     args = parse_args(argv)
+    check_device(args.device)
+    if args.presize < args.size:
+        print(f"warning: --presize {args.presize} is below --size {args.size}: every image is enlarged before "
+              f"augmentation and loses detail; presize above the size (the default is 256 for 224)", file=sys.stderr)
     if args.sync_bn and not (torch.cuda.is_available() and torch.device(args.device or 'cuda').type == 'cuda'):
         raise UserError("--sync-bn needs GPUs: torch's SyncBatchNorm has no CPU kernel; leave --sync-bn out")
     if launched_by_torchrun():

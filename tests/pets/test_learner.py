@@ -231,6 +231,24 @@ def test_export_load_learner_and_predict_cli(dls, pet_folder, tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"{files[0]}: {label} ")
     (tmp_path / 'evil.pth').write_bytes(pickle.dumps(Exception('runs code on load')))
     assert predict_main([str(tmp_path / 'evil.pth'), str(files[0])]) == 2
+    assert capsys.readouterr().err.startswith(f"error: cannot load {tmp_path / 'evil.pth'}: {tmp_path / 'evil.pth'} "
+                                              f"is not a model exported by pets")
+
+    # A folder is every image under it; --csv writes one row per image; an unreadable image is reported in
+    # a line, the rest are predicted, and the exit code is 2.
+    (pet_folder / 'notes.txt').write_text('not an image')
+    (pet_folder / 'broken.jpg').write_bytes(b'not a jpeg')
+    assert predict_main([str(path), str(pet_folder), '--csv', str(tmp_path / 'predictions.csv'), '--top', '2']) == 2
+    captured = capsys.readouterr()
+    assert captured.out.count('\n') == 24 and 'notes.txt' not in captured.out + captured.err
+    assert captured.err.splitlines() == [
+        f"{pet_folder / 'broken.jpg'}: not a readable image " + captured.err.split(' not a readable image ')[1].split('\n')[0],
+        '1 of 25 images could not be read (see above); the others were predicted']
+    rows = (tmp_path / 'predictions.csv').read_text().splitlines()
+    assert rows[0] == 'file,label,probability,top 2' and len(rows) == 25
+    first = rows[1].split(',')
+    assert first[0] == str(sorted(pet_folder.glob('*.jpg'))[0]) and first[1] in dls.vocab and 0 < float(first[2]) <= 1
+    assert predict_main([str(path), str(tmp_path / 'missing.jpg')]) == 2
 
 
 def test_save_and_load_restore_weights_and_optimizer(dls, tmp_path):

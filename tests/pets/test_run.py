@@ -100,9 +100,63 @@ def test_user_errors_name_the_problem_and_the_fix(pet_folder, tmp_path):
     fails('--data', str(pet_folder), '--pattern', r'\.(jpg)$', match="finds one class only \\('jpg'\\)")
     fails('--data', str(pet_folder), '--resume', match='--resume: no checkpoint in .*out; run without --resume')
     fails('--data', str(pet_folder), '--sync-bn', '--device', 'cpu', match='--sync-bn needs GPUs')
+    fails('--data', str(pet_folder), '--device', 'tpu9', match='--device tpu9: not a device; use cpu, cuda or cuda:N')
+    if not torch.cuda.is_available():
+        fails('--data', str(pet_folder), '--device', 'cuda', match='no CUDA GPU is visible to torch here; use --device cpu')
     with pytest.raises(SystemExit) as exit_:
         main(['--arch', 'resnet9000'])
     assert exit_.value.code == 2
+
+
+@pytest.mark.parametrize('options, message', [
+    (['--epochs', '-1'], 'argument --epochs: -1 is below 0: give 0 or more'),
+    (['--tta', '-3'], 'argument --tta: -3 is below 0'),
+    (['--size', '0'], 'argument --size: 0 is below 1'),
+    (['--bs', 'six'], "argument --bs: 'six' is not a whole number"),
+    (['--min-scale', '2'], "argument --min-scale: 2 is above 1: it is a share of the image's area"),
+    (['--min-scale', '0'], 'argument --min-scale: 0 is not above 0'),
+    (['--lr', '-1'], "argument --lr: '-1' is neither a number above 0 nor 'find'"),
+    (['--lr-mult', '0'], 'argument --lr-mult: 0 is not above 0'),
+    (['--label-smoothing', 'x'], "argument --label-smoothing: 'x' is not a number"),
+    (['--epochs', '0', '--freeze-epochs', '0'], '--epochs and --freeze-epochs are both 0: nothing would train'),
+])
+def test_nonsense_numbers_get_one_line_and_exit_code_2(options, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(options)
+    assert exit_.value.code == 2
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert last_line.startswith('python -m pets.run: error: ') and message in last_line
+
+
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        main(['--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    for default in ('(default: 8)', '(default: 10)', '(default: efficientnet_lite0)', '(default: 0.75)',
+                    '(default: frozen-bn)', '(default: pets-output)', '(default: 42)', '(default: 224)'):
+        assert default in text
+
+
+def test_no_network_for_the_full_data_set_says_what_to_do(monkeypatch, tmp_path):
+    import pets.run
+    from pets.data.download import DownloadError
+
+    def offline(url, *args, **kwargs):
+        raise DownloadError(f"downloading {url} failed after 4 attempts (Name or service not known)")
+
+    monkeypatch.setattr(pets.run, 'untar_data', offline)
+    monkeypatch.setenv('PETS_DATA', str(tmp_path))
+    with pytest.raises(UserError, match=r"--data pets: the download failed \(.*Name or service not known\)+\. "
+                                        r"Connect to the internet .* or put the archive at .*oxford-iiit-pet\.tgz"):
+        main(['--data', 'pets', '--out', str(tmp_path / 'out')])
+
+
+def test_a_presize_below_the_size_warns_and_a_phase_of_no_epochs_prints_no_table(pet_folder, tmp_path, capsys):
+    main(['--data', str(pet_folder), *SMALL, '--presize', '24', '--freeze-epochs', '0', '--epochs', '1',
+          '--out', str(tmp_path / 'out')])
+    captured = capsys.readouterr()
+    assert 'warning: --presize 24 is below --size 32' in captured.err
+    assert captured.out.count('train_loss') == 1  # one phase, one table
 
 
 def test_the_command_line_exits_2_for_user_errors_and_1_for_a_failed_run_without_tracebacks(pet_folder, tmp_path):
