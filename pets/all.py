@@ -20,7 +20,9 @@ from pets.checkpoint import SaveCheckpoint
 from pets.data.block import CategoryBlock, DataBlock, DataLoader, DataLoaders, ImageBlock
 from pets.data.download import URLs, untar_data
 from pets.data.images import Resize, load_image, read_image, verify_images
-from pets.data.items import Categorize, RandomSplitter, RegexLabeller, get_image_files, using_attr
+from pets.data.factories import ImageDataLoaders
+from pets.data.items import (Categorize, GrandparentSplitter, RandomSplitter, RegexLabeller, get_image_files,
+                             parent_label, using_attr)
 from pets.data.show import show_images
 from pets.interpret import ClassificationInterpretation
 from pets.export import load_learner
@@ -33,7 +35,8 @@ __all__ = [
     'softmax', 'log_softmax', 'nll_loss', 'cross_entropy',
     'Adam', 'SGD',
     'URLs', 'untar_data',
-    'get_image_files', 'RegexLabeller', 'using_attr', 'RandomSplitter', 'Categorize',
+    'get_image_files', 'RegexLabeller', 'using_attr', 'parent_label', 'RandomSplitter', 'GrandparentSplitter',
+    'Categorize', 'ImageDataLoaders',
     'load_image', 'read_image', 'verify_images', 'Resize', 'aug_transforms',
     'DataBlock', 'ImageBlock', 'CategoryBlock', 'DataLoader', 'DataLoaders', 'show_images',
     'Learner', 'cnn_learner', 'vision_learner', 'load_learner', 'SaveCheckpoint',

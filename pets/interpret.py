@@ -3,6 +3,7 @@
     interp = ClassificationInterpretation.from_learner(learn)
     interp.most_confused(min_val=2)       # [('staffordshire_bull_terrier', 'american_pit_bull_terrier', 3), ...]
     interp.plot_confusion_matrix(figsize=(12, 12), dpi=60)
+    learn.show_results()                  # validation images titled actual / predicted
 """
 import torch
 
@@ -60,11 +61,27 @@ class ClassificationInterpretation:
         return figure
 
     def plot_top_losses(self, k=9, nrows=None):
-        """The k images with the highest loss, titled predicted / actual / loss / probability of the actual."""
+        """The k images with the highest loss, titled predicted / actual, then loss / probability of the actual
+        (fastai's order; the two names on lines of their own, so that long breed names fit)."""
         losses, indices = self.top_losses(k)
         items = [self.dl.dataset.items[int(i)] for i in indices]
         images = self.learn.dls.test_dl(items, bs=len(items)).one_batch()
-        titles = [f"{self.vocab[int(self.predictions[i])]}/{self.vocab[int(self.targets[i])]}\n"
+        titles = [f"{self.vocab[int(self.predictions[i])]} /\n{self.vocab[int(self.targets[i])]}\n"
                   f"{float(loss):.2f} / {float(self.probabilities[i, self.targets[i]]):.2f}"
                   for loss, i in zip(losses, indices)]
-        return show_images(images, titles, nrows=nrows, ncols=min(3, len(items)))
+        return show_images(images, titles, nrows=nrows, ncols=min(3, len(items)), fontsize=9)
+
+
+def show_results(learn, ds_idx=1, dl=None, max_n=9, nrows=None, ncols=3, figsize=None):
+    """fastai's learn.show_results: the first max_n images of data set ds_idx (1: validation) or of dl, each
+    titled with its actual and predicted label, green where the prediction is right, red where it is wrong."""
+    dataset = (dl if dl is not None else learn.dls[ds_idx]).dataset
+    items, targets = dataset.items[:max_n], dataset.targets[:max_n]
+    test = learn.dls.test_dl(items, bs=len(items))
+    probabilities, _ = learn.get_preds(dl=test)
+    predictions = probabilities.argmax(dim=1).tolist()
+    vocab = learn.dls.vocab
+    titles = [f"{vocab[t]}\n{vocab[p]}" for t, p in zip(targets, predictions)]
+    colors = ['green' if t == p else 'red' for t, p in zip(targets, predictions)]
+    return show_images(test.one_batch(), titles, nrows=nrows, ncols=min(ncols, len(items)), figsize=figsize,
+                       colors=colors, fontsize=9)

@@ -25,6 +25,7 @@ from pets.checkpoint import SaveCheckpoint, load_checkpoint, restore_checkpoint
 from pets.data.block import transform_generators
 from pets.distributed import all_reduce_sum, average_buffers, distrib_ctx, gather_in_order, rank
 from pets.distributed import wrap as wrap_ddp
+from pets.interpret import show_results
 from pets.lr_finder import plot_lr_find, run_sweep, suggest, valley
 from pets.models import arch_config, create_cnn_model, layer_groups
 
@@ -479,6 +480,11 @@ class Learner:
         (probabilities,) = self.get_preds(dl=self.dls.test_dl([item]))[:1]
         index = int(probabilities[0].argmax())
         return self.dls.vocab[index], index, probabilities[0]
+
+    def show_results(self, ds_idx=1, dl=None, max_n=9, nrows=None, ncols=3, figsize=None):
+        """Images of data set ds_idx (1: validation) titled actual / predicted, green where right, red where
+        wrong (pets.interpret.show_results); returns the figure."""
+        return show_results(self, ds_idx, dl, max_n, nrows, ncols, figsize)
 
     def _out_of_memory(self, where, bs):
         half = max(1, bs // 2)

@@ -39,7 +39,7 @@ from pets.data.block import CategoryBlock, DataBlock, ImageBlock, UnreadableImag
 from pets.data.download import KNOWN_ARCHIVES, DownloadError, URLs, untar_data
 from pets.data.download import data_folder as data_sets_folder
 from pets.data.images import Resize
-from pets.data.items import RandomSplitter, get_image_files
+from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, parent_label
 from pets.distributed import (all_gather, broadcast, init_distributed, launched_by_torchrun, local_rank_zero_first,
                               processes_per_machine, rank, world_size)
 from pets.interpret import ClassificationInterpretation
@@ -60,6 +60,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog='python -m pets.run', description=__doc__.split('\n')[0],
                                      formatter_class=HelpWithDefaults)
     parser.add_argument('--data', default='sample', help="'sample' (default), 'pets' (download), or a folder")
+    parser.add_argument('--labels', default='auto', choices=['auto', 'pattern', 'folder'],
+                        help="where the labels come from: the file name (--pattern), the folder each image sits in "
+                             "(a folder per class), or auto: folders when the images sit in two or more of them")
     parser.add_argument('--pattern', default=r'(.+)_\d+.jpg$', help='regex whose group 1 is the label')
     parser.add_argument('--arch', default='efficientnet_lite0', choices=sorted(ARCHS), help='the network')
     parser.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=True,
@@ -194,29 +197,49 @@ class TrainingFailed(Exception):
     """Training stopped (a non-finite loss, out of memory): reported in one line, exit code 1."""
 
 
-def labelled_items(folder, pattern):
-    """The image files of folder whose names the pattern labels, the labeller, and the files left out
-    ({file: reason}). Raises UserError for a pattern that is no regex, has no group, labels no file or
-    finds a single class."""
-    try:
-        regex = re.compile(pattern)
-    except re.error as error:
-        raise UserError(f"--pattern {pattern!r} is not a regular expression ({error})") from None
-    if regex.groups < 1:
-        raise UserError(f"--pattern {pattern!r} has no group: put the label in parentheses, e.g. '(.+)_\\d+.jpg$'")
+def labelled_items(folder, pattern, labels='auto'):
+    """The image files of folder that get a label, the labeller, and the files left out ({file: reason}).
+
+    labels: 'pattern' takes group 1 of the regex `pattern` on each file name (RegexLabeller: the chapter's
+    way); 'folder' the name of the folder each image sits in (parent_label: my_pets/cat/IMG_1.jpg -> 'cat');
+    'auto' takes folders when every image sits in a sub-folder and there are two or more of them, else the
+    pattern. Raises UserError when that gives no labels, or a single class.
+    """
     files = get_image_files(folder)
     if not files:
         raise UserError(f"no image files in {folder}: is it the folder that holds the images?")
-    labels = {f: m.group(1) for f in files if (m := regex.search(f.name)) is not None and m.group(1)}
-    if not labels:
+    if labels == 'auto':
+        parents = {f.parent for f in files}
+        labels = 'folder' if len(parents) >= 2 and Path(folder) not in parents else 'pattern'
+    if labels == 'folder':
+        classes = {parent_label(f) for f in files}
+        if len(classes) < 2:
+            raise UserError(f"--labels folder finds one class only ({classes.pop()!r}) in {folder}: put each "
+                            f"class's images in a folder of its own (my_pets/cat/..., my_pets/dog/...)")
+        return files, parent_label, {}
+    try:
+        labeller = RegexLabeller(pattern)
+    except re.error as error:
+        raise UserError(f"--pattern {pattern!r} is not a regular expression ({error})") from None
+    if labeller.pattern.groups < 1:
+        raise UserError(f"--pattern {pattern!r} has no group: put the label in parentheses, e.g. '(.+)_\\d+.jpg$'")
+    named = {}
+    for f in files:
+        try:
+            named[f] = labeller(f.name)
+        except ValueError:  # no match: the file is left out, and reported
+            continue
+    named = {f: label for f, label in named.items() if label}
+    if not named:
         raise UserError(f"--pattern {pattern!r} labels none of the {len(files)} files in {folder} "
                         f"(e.g. {files[0].name!r}): its group 1 must capture the class in the file name")
-    classes = set(labels.values())
+    classes = set(named.values())
     if len(classes) < 2:
         raise UserError(f"--pattern {pattern!r} finds one class only ({classes.pop()!r}) in {folder}: a "
-                        f"classifier needs two or more; check the pattern's group")
-    left_out = {f: f"{f}: the name does not match --pattern {pattern!r}" for f in files if f not in labels}
-    return list(labels), (lambda f: labels[f]), left_out
+                        f"classifier needs two or more; check the pattern's group (or, for a folder per class, "
+                        f"use --labels folder)")
+    left_out = {f: f"{f}: the name does not match --pattern {pattern!r}" for f in files if f not in named}
+    return list(named), named.__getitem__, left_out
 
 
 class LeftOutReport:
@@ -332,7 +355,7 @@ def build_learner(args, out, cbs):
     """The data (labelled, split, presized, augmented) and the learner with its checkpoint and report."""
     with local_rank_zero_first():  # a download or copy of the data set happens once per machine
         folder = data_folder(args.data)
-    items, label, left_out = labelled_items(folder, args.pattern)
+    items, label, left_out = labelled_items(folder, args.pattern, args.labels)
     report = LeftOutReport(out / 'left_out.txt', left_out)
     block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=lambda _: items,
                       splitter=RandomSplitter(seed=args.seed), get_y=label,

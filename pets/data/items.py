@@ -1,9 +1,11 @@
 """Items, labels and the split: which files there are, what breed each shows, which ones we validate on.
 
-    files = get_image_files(path/'images')                           # sorted: the same on every machine
-    label = using_attr(RegexLabeller(r'(.+)_\\d+.jpg$'), 'name')      # Path -> 'great_pyrenees'
+    files = get_image_files(path/'images')                        # sorted: the same on every machine
+    label = using_attr(RegexLabeller(r'(.+)_\\d+.jpg$'), 'name')   # Path -> 'great_pyrenees'
+    label = parent_label                                           # or my_pets/cat/IMG_1.jpg -> 'cat'
     train_idx, valid_idx = RandomSplitter(valid_pct=0.2, seed=42)(files)
-    vocab = Categorize(); vocab.setup(labels)                          # sorted breed names <-> 0..36
+    train_idx, valid_idx = GrandparentSplitter()(files)            # or train/<class>/..., valid/<class>/...
+    vocab = Categorize(); vocab.setup(labels)                       # sorted breed names <-> 0..36
 """
 import os
 import re
@@ -59,6 +61,12 @@ class RegexLabeller:
 
     def __repr__(self):
         return f"RegexLabeller({self.pattern.pattern!r})"
+
+
+def parent_label(item):
+    """The name of the folder an item sits in: my_pets/cat/IMG_1.jpg -> 'cat'. fastai's labeller for the
+    folder-per-class layout (torchvision's ImageFolder convention)."""
+    return Path(item).parent.name
 
 
 class using_attr:  # noqa: N801 -- fastai's name, used by the chapter
@@ -130,3 +138,26 @@ class Categorize:
 
     def __repr__(self):
         return f"Categorize(vocab=({len(self.vocab)} classes))" if self.vocab else "Categorize()"
+
+
+class GrandparentSplitter:
+    """The split a folder layout already gives: items under a folder named train_name (two levels up:
+    train/cat/IMG_1.jpg) train, those under valid_name validate, any others are in neither. fastai's."""
+
+    def __init__(self, train_name='train', valid_name='valid'):
+        self.train_name, self.valid_name = train_name, valid_name
+
+    def __call__(self, items):
+        grandparents = [Path(item).parent.parent.name for item in items]
+        train = [i for i, name in enumerate(grandparents) if name == self.train_name]
+        valid = [i for i, name in enumerate(grandparents) if name == self.valid_name]
+        if not train or not valid:
+            found = sorted(set(grandparents))[:5]
+            raise ValueError(f"GrandparentSplitter found {len(train)} items under a {self.train_name!r} folder and "
+                             f"{len(valid)} under a {self.valid_name!r} folder (two levels up from each file; "
+                             f"found {found}): the layout must be {self.train_name}/<class>/<file> and "
+                             f"{self.valid_name}/<class>/<file>")
+        return train, valid
+
+    def __repr__(self):
+        return f"GrandparentSplitter(train_name={self.train_name!r}, valid_name={self.valid_name!r})"

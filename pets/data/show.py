@@ -19,8 +19,9 @@ def images_for_display(x):
     return x.clamp(0, 1).permute(0, 2, 3, 1)
 
 
-def show_images(images, titles=None, nrows=None, ncols=None, figsize=None):
-    """A matplotlib figure of images (N, 3, H, W) in a grid, with optional titles. Returns the figure."""
+def show_images(images, titles=None, nrows=None, ncols=None, figsize=None, colors=None, fontsize=None):
+    """A matplotlib figure of images (N, 3, H, W) in a grid, with optional titles (in `colors`, one per
+    image, and `fontsize`). Returns the figure."""
     import matplotlib.pyplot as plt
 
     pixels = images_for_display(images)
@@ -35,7 +36,8 @@ def show_images(images, titles=None, nrows=None, ncols=None, figsize=None):
         if i < n:
             axis.imshow(pixels[i].numpy())
             if titles is not None:
-                axis.set_title(titles[i])
+                style = {'color': colors[i]} if colors else {}
+                axis.set_title(titles[i], fontsize=fontsize, **style)
     figure.tight_layout()
     return figure
 

@@ -26,6 +26,20 @@ def pet_folder(tmp_path):
     return folder
 
 
+@pytest.fixture
+def class_folders(tmp_path):
+    """torchvision's ImageFolder layout with fastai's train/valid split: {train,valid}/<class>/IMG_<n>.jpg,
+    3 classes x (6 training + 2 validation) images; every file name alike, so only folders tell the class."""
+    root = tmp_path / 'my_pets'
+    for c, name in enumerate(['cat', 'dog', 'rabbit']):
+        for split, count in (('train', 6), ('valid', 2)):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for n in range(count):
+                random_image(64, 48, seed=100 * c + 10 * (split == 'valid') + n).save(folder / f'IMG_{n}.jpg')
+    return root
+
+
 def jpeg_bytes(image, **kwargs):
     buffer = io.BytesIO()
     image.save(buffer, format='JPEG', **kwargs)

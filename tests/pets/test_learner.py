@@ -302,6 +302,19 @@ def test_mixed_precision_on_cuda_is_float16_with_gradient_scaling(pet_folder):
     torch.testing.assert_close(probabilities.sum(1), torch.ones(len(targets)), atol=1e-3, rtol=0)
 
 
+def test_show_results_titles_actual_and_predicted_in_green_or_red(dls):
+    import matplotlib
+    matplotlib.use('Agg')
+    learn = learner(dls)
+    figure = learn.show_results(max_n=4)
+    titled = [axis for axis in figure.axes if axis.get_title()]
+    assert len(titled) == 4
+    probabilities, _ = learn.get_preds(dl=dls.test_dl(dls.valid_ds.items[:4]))
+    for axis, target, prediction in zip(titled, dls.valid_ds.targets, probabilities.argmax(1).tolist()):
+        assert axis.get_title() == f"{dls.vocab[target]}\n{dls.vocab[prediction]}"
+        assert axis.title.get_color() == ('green' if target == prediction else 'red')
+
+
 def test_batchnorm_and_bias_are_not_decayed(dls):
     learn = learner(dls, wd=0.1)
     learn.create_opt()

@@ -151,6 +151,17 @@ def test_no_network_for_the_full_data_set_says_what_to_do(monkeypatch, tmp_path)
         main(['--data', 'pets', '--out', str(tmp_path / 'out')])
 
 
+def test_a_folder_per_class_is_labelled_by_its_folders(class_folders, pet_folder, tmp_path, capsys):
+    main(['--data', str(class_folders), *SMALL, '--freeze-epochs', '1', '--epochs', '0', '--out', str(tmp_path / 'a')])
+    out = capsys.readouterr().out
+    assert '20 training and 4 validation images, 3 classes' in out and 'final error rate' in out
+    with pytest.raises(UserError, match=r"finds one class only \('IMG'\) .* use --labels folder"):
+        main(['--data', str(class_folders), '--labels', 'pattern', '--pattern', r'(.+)_\d+.jpg$', *SMALL,
+              '--out', str(tmp_path / 'b')])
+    with pytest.raises(UserError, match=r"--labels folder finds one class only \('images'\) .* a folder of its own"):
+        main(['--data', str(pet_folder), '--labels', 'folder', *SMALL, '--out', str(tmp_path / 'c')])
+
+
 def test_a_presize_below_the_size_warns_and_a_phase_of_no_epochs_prints_no_table(pet_folder, tmp_path, capsys):
     main(['--data', str(pet_folder), *SMALL, '--presize', '24', '--freeze-epochs', '0', '--epochs', '1',
           '--out', str(tmp_path / 'out')])

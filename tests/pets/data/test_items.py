@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from pets.data.items import Categorize, RandomSplitter, RegexLabeller, get_image_files, using_attr
+from pets.data.items import (Categorize, GrandparentSplitter, RandomSplitter, RegexLabeller, get_image_files,
+                             parent_label, using_attr)
 
 
 def test_get_image_files_is_sorted_skips_hidden_and_filters_by_extension(tmp_path):
@@ -56,3 +57,15 @@ def test_categorize_sorted_vocabulary_round_trip():
     assert vocab.decode(torch.tensor(1)) == 'beagle'
     with pytest.raises(KeyError, match="'boxer' is not in the vocabulary"):
         vocab.encode('boxer')
+
+
+def test_parent_label_and_grandparent_splitter(class_folders):
+    files = get_image_files(class_folders)
+    assert [parent_label(f) for f in files[:1]] == ['cat'] and {parent_label(f) for f in files} == {'cat', 'dog', 'rabbit'}
+    train, valid = GrandparentSplitter()(files)
+    assert len(train) == 18 and len(valid) == 6 and not set(train) & set(valid)
+    assert all(files[i].parent.parent.name == 'train' for i in train)
+    assert all(files[i].parent.parent.name == 'valid' for i in valid)
+    with pytest.raises(ValueError, match="GrandparentSplitter found 18 items under a 'train' folder and 0 under a "
+                                         "'validation' folder"):
+        GrandparentSplitter(valid_name='validation')(files)
