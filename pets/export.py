@@ -1,8 +1,8 @@
 """Saving a trained classifier for inference, and loading it back without unpickling code.
 
     learn.export('pets.pth')                 # weights, architecture name, vocabulary, transforms
-    predictor = load_learner('pets.pth')
-    label, index, probabilities = predictor.predict('my_cat.jpg')
+    learn = load_learner('pets.pth')         # an inference Learner: learn.dls.vocab, test_dl, get_preds
+    label, index, probabilities = learn.predict('my_cat.jpg')
 
 The file holds only tensors, strings and numbers, and is read with torch.load(weights_only=True): loading
 a model file from elsewhere cannot run code (a plain pickle of the Learner could).
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from minigrad.functional import softmax
 from pets.augment import AugTransform
-from pets.data.block import ItemDataset
+from pets.data.block import DataLoader, DataLoaders, ItemDataset, default_device
 from pets.data.images import Resize
-from pets.models import arch_config, create_cnn_model
+from pets.learner import Learner
+from pets.models import arch_config, create_cnn_model, layer_groups
 
 FORMAT = 'pets-export-1'
 
@@ -37,38 +37,19 @@ def export(learn, path):
     return Path(path)
 
 
-class Predictor:
-    """An exported classifier: predict(image file) -> (label, class index, probabilities)."""
+def load_learner(path, cpu=True):
+    """The exported classifier as an inference Learner (weights_only: no code is unpickled), fastai's way:
 
-    def __init__(self, model, arch, vocab, presize, size):
-        self.model, self.vocab = model.eval(), vocab
-        config = arch_config(arch)
-        self.mean = torch.tensor(config.mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(config.std).view(1, 3, 1, 1)
-        resize = [] if presize is None else [Resize(tuple(presize[:2]), method=presize[2], pad_mode=presize[3])]
-        # The training loaders' own validation pipeline, so that a prediction sees what validation saw.
-        self.items = ItemDataset([], None, vocab, resize, train=False)
-        self.resample = AugTransform(size=tuple(size) if size else None, seed=0)
+        learn = load_learner('model.pth')
+        learn.dls.vocab                                   # the classes
+        preds, _ = learn.get_preds(dl=learn.dls.test_dl(files))
+        label, index, probabilities = learn.predict('my_cat.jpg')
 
-    def prepare(self, files):
-        """The validation pipeline: decode, presize (centre), resize to the model's size, normalise."""
-        x = torch.stack([self.items.load(f) for f in files])
-        return (self.resample(x, train=False) - self.mean) / self.std
-
-    def predict_files(self, files):
-        """Probabilities (len(files), C)."""
-        with torch.no_grad():
-            return softmax(self.model(self.prepare(files)), dim=1)
-
-    def predict(self, item):
-        probabilities = self.predict_files([item])[0]
-        index = int(probabilities.argmax())
-        return self.vocab[index], index, probabilities
-
-
-def load_learner(path):
-    """Loads an exported classifier (weights_only: no code is unpickled). A missing file raises
-    FileNotFoundError; any other file that learn.export did not write, ValueError saying so."""
+    Its DataLoaders hold no images, only the validation pipeline (decode, presize, resize) and the
+    vocabulary, so test_dl prepares new files exactly as validation saw them. cpu: load onto the CPU (else
+    the GPU when there is one). A missing file raises FileNotFoundError; any other file that learn.export
+    did not write, ValueError saying so.
+    """
     not_ours = f"{path} is not a model exported by pets (learn.export, or the model.pth of python -m pets.run)"
     try:
         with warnings.catch_warnings():  # torch's warnings about a foreign file: the error below says it all
@@ -80,6 +61,19 @@ def load_learner(path):
         raise ValueError(not_ours) from None
     if not isinstance(saved, dict) or saved.get('format') != FORMAT:
         raise ValueError(not_ours)
-    model = create_cnn_model(saved['arch'], len(saved['vocab']), pretrained=False)
+    arch, vocab, presize, size = saved['arch'], saved['vocab'], saved['presize'], saved['size']
+    model = create_cnn_model(arch, len(vocab), pretrained=False)
     model.load_state_dict(saved['state_dict'])
-    return Predictor(model, saved['arch'], saved['vocab'], saved['presize'], saved['size'])
+    item_tfms = [] if presize is None else [Resize(tuple(presize[:2]), method=presize[2], pad_mode=presize[3])]
+    resize = AugTransform(size=tuple(size) if size else None, seed=0)  # used with train=False: a plain resize
+    device = torch.device('cpu') if cpu else default_device()
+
+    def empty_loader(train):
+        return DataLoader(ItemDataset([], [], vocab, item_tfms, train=train), device=device, batch_tfms=[resize])
+
+    config = arch_config(arch)
+    learn = Learner(DataLoaders(empty_loader(True), empty_loader(False)), model, layer_groups(model, arch),
+                    mean=config.mean, std=config.std, progress=False)
+    learn.arch = arch
+    learn.model.eval()
+    return learn

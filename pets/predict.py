@@ -7,9 +7,12 @@ are still predicted).
 import argparse
 import csv
 import sys
+import warnings
 from pathlib import Path
 
-from pets.data.images import ImageLoadError
+import torch
+
+from pets.data.block import UnreadableImageWarning
 from pets.data.items import get_image_files
 from pets.export import load_learner
 
@@ -33,7 +36,7 @@ def main(argv=None):
     if args.top < 1:
         parser.error(f"--top {args.top}: list at least 1 breed")
     try:
-        predictor = load_learner(args.model)
+        learn = load_learner(args.model, cpu=not torch.cuda.is_available())
     except (OSError, ValueError) as error:
         print(f"error: cannot load {args.model}: {error}", file=sys.stderr)
         return 2
@@ -41,18 +44,23 @@ def main(argv=None):
     if not files:
         print(f"error: no image files in {', '.join(args.images)}", file=sys.stderr)
         return 2
-    rows, unreadable = [], 0
+    # One pass over all the files, as validation prepares them; a file that cannot be read is left out of
+    # the batch and named in dls.skipped, so the predictions line up with the files that could be.
+    dl = learn.dls.test_dl(files)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UnreadableImageWarning)  # reported below, one line each
+        probabilities, _ = learn.get_preds(dl=dl)
+    predictions, vocab, rows, unreadable = iter(probabilities), learn.dls.vocab, [], 0
     for image in files:
-        try:
-            probabilities = predictor.predict_files([image])[0]
-        except ImageLoadError as error:
-            print(f"{image}: not a readable image ({error})", file=sys.stderr)
+        if Path(image) in dl.skipped:
+            print(f"{image}: not a readable image ({dl.skipped[Path(image)]})", file=sys.stderr)
             unreadable += 1
             continue
-        top = probabilities.topk(min(args.top, len(probabilities)))
-        ranked = [(predictor.vocab[int(i)], float(p)) for p, i in zip(*top)]
+        top = next(predictions).topk(min(args.top, len(vocab)))
+        ranked = [(vocab[int(i)], float(p)) for p, i in zip(*top)]
         print(f"{image}: " + ', '.join(f"{label} {p:.1%}" for label, p in ranked))
-        rows.append([str(image), ranked[0][0], f"{ranked[0][1]:.6f}", '; '.join(f"{label} {p:.6f}" for label, p in ranked)])
+        rows.append([str(image), ranked[0][0], f"{ranked[0][1]:.6f}",
+                     '; '.join(f"{label} {p:.6f}" for label, p in ranked)])
     if args.csv:
         with open(args.csv, 'w', newline='') as file:
             writer = csv.writer(file)

@@ -9,7 +9,7 @@ from pets.augment import aug_transforms
 from pets.data.block import DataBlock
 from pets.data.images import Resize
 from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
-from pets.learner import accuracy, cnn_learner, error_rate
+from pets.learner import Learner, accuracy, cnn_learner, error_rate
 
 
 def small_dls(folder, device='cpu'):
@@ -202,15 +202,14 @@ def test_probabilities_come_from_minigrads_softmax(dls, tmp_path, monkeypatch):
 
     learn = learner(dls)
     learn.export(tmp_path / 'model.pth')
-    predictor = pets.export.load_learner(tmp_path / 'model.pth')
+    loaded = pets.export.load_learner(tmp_path / 'model.pth')
     monkeypatch.setattr(pets.learner, 'softmax', spy)
-    monkeypatch.setattr(pets.export, 'softmax', spy)
     probabilities, _ = learn.get_preds()
     assert calls == [probabilities.shape]
     learn.tta(n=2)
     learn.predict(dls.valid_ds.items[0])
-    predictor.predict(dls.valid_ds.items[0])
-    assert len(calls) == 1 + 3 + 1 + 1  # get_preds; tta's plain pass and 2 views; predict; the predictor
+    loaded.predict(dls.valid_ds.items[0])
+    assert len(calls) == 1 + 3 + 1 + 1  # get_preds; tta's plain pass and 2 views; predict; the loaded learner
 
 
 def test_export_load_learner_and_predict_cli(dls, pet_folder, tmp_path, capsys):
@@ -220,12 +219,17 @@ def test_export_load_learner_and_predict_cli(dls, pet_folder, tmp_path, capsys):
     learn = learner(dls)
     learn.fit(1, lr=1e-3)
     path = learn.export(tmp_path / 'model.pth')
-    predictor = load_learner(path)
+    # fastai's inference code, unchanged: load_learner gives a Learner with dls.vocab, test_dl, get_preds, predict.
+    inference = load_learner(path)
+    assert isinstance(inference, Learner) and list(inference.dls.vocab) == list(dls.vocab)
     files = dls.valid_ds.items[:3]
     expected, _ = learn.get_preds(dl=dls.test_dl(files))
-    torch.testing.assert_close(predictor.predict_files(files), expected, atol=1e-5, rtol=0)
-    label, index, _ = predictor.predict(files[0])
+    preds, targets = inference.get_preds(dl=inference.dls.test_dl(files))
+    torch.testing.assert_close(preds, expected, atol=1e-5, rtol=0)
+    assert targets is None and len(inference.dls.train_ds) == len(inference.dls.valid_ds) == 0
+    label, index, probabilities = inference.predict(files[0])
     assert label == learn.predict(files[0])[0] and label == dls.vocab[index]
+    torch.testing.assert_close(probabilities, expected[0], atol=1e-5, rtol=0)
     capsys.readouterr()
     assert predict_main([str(path), str(files[0]), '--top', '2']) == 0
     assert capsys.readouterr().out.startswith(f"{files[0]}: {label} ")
