@@ -20,7 +20,7 @@ from torchvision import transforms
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import print_table  # noqa: E402
 
-from pets.data.block import ItemDataset, collate  # noqa: E402
+from pets.data.loader import ItemDataset, collate  # noqa: E402
 from pets.data.download import URLs, untar_data  # noqa: E402
 from pets.data.images import Resize  # noqa: E402
 from pets.data.items import get_image_files  # noqa: E402

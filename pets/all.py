@@ -17,7 +17,8 @@ from minigrad.functional import cross_entropy, log_softmax, nll_loss, softmax
 from minigrad.optim import SGD, Adam
 from pets.augment import aug_transforms
 from pets.checkpoint import SaveCheckpoint
-from pets.data.block import CategoryBlock, DataBlock, DataLoader, DataLoaders, ImageBlock
+from pets.data.block import CategoryBlock, DataBlock, ImageBlock
+from pets.data.loader import DataLoader, DataLoaders
 from pets.data.download import URLs, untar_data
 from pets.data.images import Resize, load_image, read_image, verify_images
 from pets.data.factories import ImageDataLoaders
@@ -25,8 +26,8 @@ from pets.data.items import (Categorize, GrandparentSplitter, RandomSplitter, Re
                              parent_label, using_attr)
 from pets.data.show import show_images
 from pets.interpret import ClassificationInterpretation
-from pets.export import load_learner
-from pets.learner import Learner, accuracy, cnn_learner, error_rate, top_k_accuracy, vision_learner
+from pets.learner import (Learner, accuracy, cnn_learner, error_rate, load_learner, top_k_accuracy,
+                          vision_learner)
 from pets.lr_finder import minimum, slide, steep, valley
 from pets.models import efficientnet_lite0, resnet18, resnet34, resnet50, resnet101, resnet152
 

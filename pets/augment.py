@@ -20,7 +20,7 @@ import torch
 
 from minigrad import homographies as H
 from minigrad import warp as W
-from pets.data.block import generator_from
+from pets.rng import generator_from
 
 
 class AugTransform:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pets.data.block import transform_generators
+from pets.rng import transform_generators
 from pets.distributed import all_gather, rank, world_size
 
 FORMAT_VERSION = 1

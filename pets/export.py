@@ -1,7 +1,7 @@
-"""Saving a trained classifier for inference, and loading it back without unpickling code.
+"""The file a trained classifier is saved to for inference: what it holds, how it is written and read back.
 
     learn.export('pets.pth')                 # weights, architecture name, vocabulary, transforms
-    learn = load_learner('pets.pth')         # an inference Learner: learn.dls.vocab, test_dl, get_preds
+    learn = load_learner('pets.pth')         # (pets.learner) an inference Learner built from read_export
     label, index, probabilities = learn.predict('my_cat.jpg')
 
 The file holds only tensors, strings and numbers, and is read with torch.load(weights_only=True): loading
@@ -13,10 +13,9 @@ from pathlib import Path
 import torch
 
 from pets.augment import AugTransform
-from pets.data.block import DataLoader, DataLoaders, ItemDataset, default_device
 from pets.data.images import Resize
-from pets.learner import Learner
-from pets.models import arch_config, create_cnn_model, layer_groups
+from pets.data.loader import DataLoader, DataLoaders, ItemDataset
+from pets.models import arch_config
 
 FORMAT = 'pets-export-1'
 
@@ -37,19 +36,9 @@ def export(learn, path):
     return Path(path)
 
 
-def load_learner(path, cpu=True):
-    """The exported classifier as an inference Learner (weights_only: no code is unpickled), fastai's way:
-
-        learn = load_learner('model.pth')
-        learn.dls.vocab                                   # the classes
-        preds, _ = learn.get_preds(dl=learn.dls.test_dl(files))
-        label, index, probabilities = learn.predict('my_cat.jpg')
-
-    Its DataLoaders hold no images, only the validation pipeline (decode, presize, resize) and the
-    vocabulary, so test_dl prepares new files exactly as validation saw them. cpu: load onto the CPU (else
-    the GPU when there is one). A missing file raises FileNotFoundError; any other file that learn.export
-    did not write, ValueError saying so.
-    """
+def read_export(path):
+    """What export wrote, read with weights_only (no code is unpickled). A missing file raises
+    FileNotFoundError; any other file that export did not write, ValueError saying so."""
     not_ours = f"{path} is not a model exported by pets (learn.export, or the model.pth of python -m pets.run)"
     try:
         with warnings.catch_warnings():  # torch's warnings about a foreign file: the error below says it all
@@ -61,19 +50,18 @@ def load_learner(path, cpu=True):
         raise ValueError(not_ours) from None
     if not isinstance(saved, dict) or saved.get('format') != FORMAT:
         raise ValueError(not_ours)
-    arch, vocab, presize, size = saved['arch'], saved['vocab'], saved['presize'], saved['size']
-    model = create_cnn_model(arch, len(vocab), pretrained=False)
-    model.load_state_dict(saved['state_dict'])
+    return saved
+
+
+def inference_dataloaders(saved, device):
+    """DataLoaders that hold no images, only the validation pipeline export saved (decode, presize, resize)
+    and the vocabulary: their test_dl prepares new files exactly as validation saw them."""
+    presize, size = saved['presize'], saved['size']
     item_tfms = [] if presize is None else [Resize(tuple(presize[:2]), method=presize[2], pad_mode=presize[3])]
     resize = AugTransform(size=tuple(size) if size else None, seed=0)  # used with train=False: a plain resize
-    device = torch.device('cpu') if cpu else default_device()
 
     def empty_loader(train):
-        return DataLoader(ItemDataset([], [], vocab, item_tfms, train=train), device=device, batch_tfms=[resize])
+        return DataLoader(ItemDataset([], [], saved['vocab'], item_tfms, train=train), device=device,
+                          batch_tfms=[resize])
 
-    config = arch_config(arch)
-    learn = Learner(DataLoaders(empty_loader(True), empty_loader(False)), model, layer_groups(model, arch),
-                    mean=config.mean, std=config.std, progress=False)
-    learn.arch = arch
-    learn.model.eval()
-    return learn
+    return DataLoaders(empty_loader(True), empty_loader(False))

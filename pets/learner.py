@@ -22,9 +22,11 @@ from minigrad.functional import cross_entropy, softmax
 from minigrad.optim import Adam
 from minigrad.schedule import discriminative_lrs, one_cycle
 from pets.checkpoint import SaveCheckpoint, load_checkpoint, restore_checkpoint
-from pets.data.block import transform_generators
+from pets.data.loader import default_device
+from pets.rng import transform_generators
 from pets.distributed import all_reduce_sum, average_buffers, distrib_ctx, gather_in_order, rank
 from pets.distributed import wrap as wrap_ddp
+from pets.export import export, inference_dataloaders, read_export
 from pets.interpret import show_results
 from pets.lr_finder import plot_lr_find, run_sweep, suggest, valley
 from pets.models import arch_config, create_cnn_model, layer_groups
@@ -393,7 +395,6 @@ class Learner:
 
     def export(self, path='export.pth'):
         """Saves weights, architecture, vocabulary and transforms for load_learner (pets.export)."""
-        from pets.export import export
         return export(self, path)
 
     def save(self, path):
@@ -515,3 +516,26 @@ def cnn_learner(dls, arch, metrics=None, pretrained=True, loss_func=None, opt_fu
 
 
 vision_learner = cnn_learner  # fastai's newer name for the same thing
+
+
+def load_learner(path, cpu=True):
+    """An exported classifier as an inference Learner (pets.export: weights_only, no code unpickled), fastai's way:
+
+        learn = load_learner('model.pth')
+        learn.dls.vocab                                   # the classes
+        preds, _ = learn.get_preds(dl=learn.dls.test_dl(files))
+        label, index, probabilities = learn.predict('my_cat.jpg')
+
+    Its DataLoaders hold no images, only the validation pipeline and the vocabulary. cpu: load onto the CPU
+    (else the GPU when there is one). A missing file raises FileNotFoundError; any other file that
+    learn.export did not write, ValueError saying so.
+    """
+    saved = read_export(path)
+    model = create_cnn_model(saved['arch'], len(saved['vocab']), pretrained=False)
+    model.load_state_dict(saved['state_dict'])
+    dls = inference_dataloaders(saved, torch.device('cpu') if cpu else default_device())
+    config = arch_config(saved['arch'])
+    learn = Learner(dls, model, layer_groups(model, saved['arch']), mean=config.mean, std=config.std, progress=False)
+    learn.arch = saved['arch']
+    learn.model.eval()
+    return learn

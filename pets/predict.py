@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from pets.data.block import UnreadableImageWarning
+from pets.data.loader import UnreadableImageWarning
 from pets.data.items import get_image_files
-from pets.export import load_learner
+from pets.learner import load_learner
 
 
 def expand(paths):

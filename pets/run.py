@@ -35,7 +35,8 @@ import torch.distributed as dist
 from minigrad.functional import cross_entropy
 from pets.augment import aug_transforms
 from pets.checkpoint import CheckpointMismatchError, SaveCheckpoint
-from pets.data.block import CategoryBlock, DataBlock, ImageBlock, UnreadableImageWarning, default_num_workers
+from pets.data.block import CategoryBlock, DataBlock, ImageBlock
+from pets.data.loader import UnreadableImageWarning, default_num_workers
 from pets.data.download import KNOWN_ARCHIVES, DownloadError, URLs, untar_data
 from pets.data.download import data_folder as data_sets_folder
 from pets.data.images import Resize

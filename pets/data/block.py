@@ -8,22 +8,13 @@
                      batch_tfms=aug_transforms(size=224, min_scale=0.75))
     dls = pets.dataloaders(path/'images')
 
-The work is split where the chapter splits it. In worker processes, per item: decode, presize (item_tfms),
-and hand over a uint8 tensor. In the main process, per batch: move to the device, then the batch
-transforms there (converting to float), e.g. one augmentation warp of the whole batch on the GPU.
-
-Randomness is reproducible and independent of the number of workers: each epoch, the loader's own
-generator draws the order and one seed per item, and every item's random crop is drawn from its seed.
+DataBlock is the recipe; datasets() applies it (list, label, split), dataloaders() wraps the two datasets in
+loaders (pets.data.loader), summary() traces one item and one batch through it (pets.data.summary).
 """
-import math
-import os
-import warnings
-from pathlib import Path
-
-import torch
-
-from pets.data.images import ImageFailure, ImageLoadError, read_image
-from pets.data.items import Categorize
+from pets.data.items import Categorize, RandomSplitter
+from pets.data.loader import DataLoader, DataLoaders, ItemDataset, default_num_workers
+from pets.data.summary import summary
+from pets.rng import generator_from
 
 
 class ImageBlock:
@@ -32,263 +23,6 @@ class ImageBlock:
 
 class CategoryBlock:
     """The target is one label per item, encoded to a class index by a sorted vocabulary."""
-
-
-class UnreadableImageWarning(UserWarning):
-    """An image file that could not be decoded was left out of its batch."""
-
-
-class ItemDataset(torch.utils.data.Dataset):
-    """Items (file paths) with their class indices; an item becomes (uint8 image tensor, class index).
-
-    Indexing takes (index, seed): the seed feeds the random parts of the item transforms. A file that
-    fails to decode gives an ImageFailure instead of raising, so that one bad file costs one item, not
-    the epoch; the loader leaves it out and reports it.
-    """
-
-    def __init__(self, items, targets, vocab, item_tfms=(), train=False):
-        self.items, self.targets, self.vocab = list(items), targets, vocab
-        self.item_tfms, self.train = list(item_tfms), train
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, key):
-        index, seed = key if isinstance(key, tuple) else (key, 0)
-        path = self.items[index]
-        try:
-            image = self.load(path, seed)
-        except ImageLoadError as error:
-            return ImageFailure(Path(path), str(error))
-        return image if self.targets is None else (image, self.targets[index])
-
-    def load(self, path, seed=0):
-        """Decodes one file and applies the item transforms: a uint8 (3, H, W) tensor."""
-        drafts = [tfm.draft_size for tfm in self.item_tfms if hasattr(tfm, 'draft_size')]
-        x = read_image(path, draft=drafts[0] if len(drafts) == 1 else None)
-        generator = torch.Generator().manual_seed(seed)
-        for tfm in self.item_tfms:
-            x = tfm(x, train=self.train, generator=generator)
-        return x
-
-    def label(self, index):
-        return self.vocab[self.targets[index]]
-
-
-class EpochSampler(torch.utils.data.Sampler):
-    """Yields (index, seed) for each item of an epoch: shuffled or in order, one fresh seed per item.
-
-    Sharded (see shard), it yields only every world_size-th pair from position rank: the processes of a
-    distributed run draw the same order from the same generator and split it between them.
-    """
-
-    def __init__(self, n_items, shuffle, generator):
-        self.n_items, self.shuffle, self.generator = n_items, shuffle, generator
-        self.shard(0, 1)
-
-    def shard(self, rank, world_size, pad=False):
-        """This process's share of each epoch; pad: repeat the first items so every share is as long."""
-        self.rank, self.world_size, self.pad = rank, world_size, pad
-
-    def __len__(self):
-        if self.pad:
-            return math.ceil(self.n_items / self.world_size)
-        return len(range(self.rank, self.n_items, self.world_size))
-
-    def __iter__(self):
-        order = torch.randperm(self.n_items, generator=self.generator) if self.shuffle else torch.arange(self.n_items)
-        seeds = torch.randint(0, 2**62, (self.n_items,), generator=self.generator)
-        pairs = list(zip(order.tolist(), seeds.tolist()))
-        if self.pad:
-            pairs = (pairs * self.world_size)[:len(self) * self.world_size]
-        return iter(pairs[self.rank::self.world_size])
-
-
-def collate(samples):
-    """Stacks the good samples into (images, labels); returns the failures beside them."""
-    failures = [s for s in samples if isinstance(s, ImageFailure)]
-    good = [s for s in samples if not isinstance(s, ImageFailure)]
-    if not good:
-        return None, None, failures
-    if not isinstance(good[0], tuple):
-        return stack_images(good), None, failures
-    return stack_images([s[0] for s in good]), torch.tensor([s[1] for s in good]), failures
-
-
-def stack_images(images):
-    shapes = {tuple(image.shape) for image in images}
-    if len(shapes) > 1:
-        raise RuntimeError(f"cannot collate images of different sizes into a batch: {sorted(shapes)}. Add an "
-                           f"item transform that gives every image the same size, e.g. item_tfms=Resize(460)")
-    return torch.stack(images)
-
-
-class DataLoader:
-    """Batches of one dataset: (images, labels) on the device, after the batch transforms.
-
-    Args:
-        dataset: an ItemDataset.
-        bs: the batch size.
-        shuffle: a new random order each epoch (training).
-        num_workers: processes decoding in parallel (0: decode in this process).
-        device: where batches go; batch transforms run there.
-        batch_tfms: callables tfm(x, train=bool) -> x applied to each batch, in order. The first receives
-            uint8 images; whatever is still uint8 at the end is converted to float in [0, 1].
-        generator: the torch.Generator that draws the order and the per-item seeds.
-        skipped: a dict shared by the loaders of one DataLoaders, file -> reason, so that each unreadable
-            file is reported once.
-    """
-
-    def __init__(self, dataset, bs=64, shuffle=False, num_workers=0, device=None, batch_tfms=(),
-                 generator=None, skipped=None, drop_last=None):
-        self.dataset, self.bs, self.shuffle = dataset, bs, shuffle
-        self.device = torch.device(device) if device is not None else default_device()
-        self.batch_tfms = list(batch_tfms)
-        self.generator = generator if generator is not None else generator_from()
-        self.skipped = skipped if skipped is not None else {}
-        self.sampler = EpochSampler(len(dataset), shuffle, self.generator)
-        self.num_workers, self.drop_last_option = num_workers, drop_last
-        self._make_loader()
-
-    def _make_loader(self):
-        # As fastai, training drops the last partial batch (a batch of 3 would make BatchNorm's statistics
-        # noise), but only when there is at least one full batch to keep (in this process's shard).
-        self.drop_last = (self.shuffle and len(self.sampler) >= self.bs if self.drop_last_option is None
-                          else self.drop_last_option)
-        self._loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.bs, sampler=self.sampler,
-            num_workers=self.num_workers, collate_fn=collate, drop_last=self.drop_last,
-            pin_memory=self.device.type == 'cuda', persistent_workers=self.num_workers > 0,
-            # torch draws its workers' base seed from this generator, not from torch's global one, so that
-            # starting an iterator (once per run with persistent workers) never shifts the global stream
-            # (dropout): a resumed run then draws what an uninterrupted one does. Items carry their own seeds.
-            generator=torch.Generator().manual_seed(0))
-
-    @property
-    def items(self):
-        return self.dataset.items
-
-    @property
-    def vocab(self):
-        return self.dataset.vocab
-
-    def __len__(self):
-        return len(self._loader)
-
-    def __iter__(self):
-        for images, labels, failures in self._loader:
-            self._report(failures)
-            if images is None:
-                continue
-            x = self.after_collate(images)
-            yield x if labels is None else (x, labels.to(self.device, non_blocking=True))
-
-    def ordered(self, train=None, seed=None):
-        """A loader of the same items in order with every batch kept, for predictions. train: which
-        transforms the items get (default: this loader's); seed: for their random crops."""
-        dataset = self.dataset
-        if train is not None and train != dataset.train:
-            dataset = ItemDataset(dataset.items, dataset.targets, dataset.vocab, dataset.item_tfms, train=train)
-        return DataLoader(dataset, bs=self.bs, device=self.device, batch_tfms=self.batch_tfms,
-                          generator=generator_from(seed), skipped=self.skipped)
-
-    def shard(self, rank, world_size, pad=False):
-        """Only this process's share of each epoch from now on (see EpochSampler.shard); shard(0, 1): all."""
-        self.sampler.shard(rank, world_size, pad)
-        self._make_loader()  # the shard's length decides whether the last partial batch is dropped
-
-    def after_collate(self, images):
-        """Moves a uint8 batch to the device and applies the batch transforms there."""
-        x = images.to(self.device, non_blocking=True)
-        for tfm in self.batch_tfms:
-            x = tfm(x, train=self.dataset.train)
-        return x.float().div_(255) if x.dtype == torch.uint8 else x
-
-    def _report(self, failures):
-        for failure in failures:
-            if failure.path not in self.skipped:
-                self.skipped[failure.path] = failure.reason
-                warnings.warn(f"left out an unreadable image: {failure.reason}", UnreadableImageWarning,
-                              stacklevel=3)
-
-    def one_batch(self):
-        """The first batch of an epoch."""
-        for batch in self:
-            return batch
-        raise ValueError(f"this loader has no batch: {len(self.dataset)} items, batch size {self.bs}"
-                         f"{', the last partial batch dropped' if self.drop_last else ''}")
-
-    def show_batch(self, nrows=3, ncols=3, figsize=None, **kwargs):
-        """A matplotlib figure of the first images of a batch, each titled with its label."""
-        from pets.data.show import show_batch
-        return show_batch(self, nrows=nrows, ncols=ncols, figsize=figsize, **kwargs)
-
-
-class DataLoaders:
-    """The training and validation loaders of a data set, with its vocabulary.
-
-    dls.train / dls.valid are DataLoaders, dls.train_ds / dls.valid_ds their datasets (with .items, the
-    file paths of each split in order), dls.vocab the class names and dls.c their number.
-    """
-
-    def __init__(self, train, valid, path=None):
-        self.train, self.valid, self.path = train, valid, Path(path) if path is not None else Path('.')
-
-    def __getitem__(self, i):
-        return (self.train, self.valid)[i]
-
-    train_ds = property(lambda self: self.train.dataset)
-    valid_ds = property(lambda self: self.valid.dataset)
-    vocab = property(lambda self: self.train.vocab)
-    c = property(lambda self: len(self.vocab))
-    device = property(lambda self: self.train.device)
-    skipped = property(lambda self: self.train.skipped)
-
-    def one_batch(self):
-        return self.train.one_batch()
-
-    def show_batch(self, nrows=3, ncols=3, figsize=None, **kwargs):
-        return self.train.show_batch(nrows=nrows, ncols=ncols, figsize=figsize, **kwargs)
-
-    def test_dl(self, files, bs=None, num_workers=0):
-        """A loader over new files, transformed as the validation set (no labels: batches are images)."""
-        valid = self.valid_ds
-        dataset = ItemDataset(files, None, valid.vocab, valid.item_tfms, train=False)
-        return DataLoader(dataset, bs=bs or self.valid.bs, num_workers=num_workers, device=self.device,
-                          batch_tfms=self.valid.batch_tfms, skipped=self.skipped)
-
-
-def default_device():
-    """The GPU when there is one, else the CPU."""
-    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-
-
-def default_num_workers():
-    """One decoding process per core (at most 8): decoding JPEGs is the loader's bottleneck."""
-    return min(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1, 8)
-
-
-def generator_from(seed=None):
-    """A private torch.Generator seeded with `seed`; with no seed, with one drawn from torch's global
-    generator, so that torch.manual_seed(...) beforehand makes the run repeat, as in fastai."""
-    return torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ())))
-
-
-def transform_generators(tfms):
-    """{position in tfms: generator} of the transforms that draw from a private torch.Generator (as
-    aug_transforms does); a transform listed twice, or sharing a generator, counts once."""
-    generators = {}
-    for i, tfm in enumerate(tfms):
-        generator = getattr(tfm, 'generator', None)
-        if isinstance(generator, torch.Generator) and all(generator is not g for g in generators.values()):
-            generators[i] = generator
-    return generators
-
-
-def _as_list(tfms):
-    if tfms is None:
-        return []
-    return list(tfms) if isinstance(tfms, (list, tuple)) else [tfms]
 
 
 class DataBlock:
@@ -316,7 +50,6 @@ class DataBlock:
                              "using_attr(RegexLabeller(pattern), 'name'))")
         self.blocks, self.get_items, self.get_y, self.get_x = blocks, get_items, get_y, get_x
         if splitter is None:
-            from pets.data.items import RandomSplitter
             splitter = RandomSplitter(seed=None)
         self.splitter = splitter
         self.item_tfms, self.batch_tfms = _as_list(item_tfms), _as_list(batch_tfms)
@@ -360,5 +93,10 @@ class DataBlock:
 
     def summary(self, source, bs=4):
         """Prints how one sample and one batch are built, step by step; stops at the step that fails."""
-        from pets.data.summary import summary
         return summary(self, source, bs=bs)
+
+
+def _as_list(tfms):
+    if tfms is None:
+        return []
+    return list(tfms) if isinstance(tfms, (list, tuple)) else [tfms]

@@ -7,7 +7,7 @@ stops at the step that fails with what went wrong and what to change. The failur
 import torch
 from PIL import Image
 
-from pets.data.block import ItemDataset, stack_images
+from pets.data.loader import load_item, stack_images
 from pets.data.images import image_to_tensor, load_image
 from pets.data.items import Categorize
 
@@ -80,9 +80,8 @@ def summary(block, source, bs=4):
     print(f"\nFinal sample: {describe((x, y))}")
 
     print(f"\nBuilding one batch of {len(first)}")
-    # The other samples as the loaders build them (ItemDataset.load: draft decoding included).
-    dataset = ItemDataset([], None, vocab.vocab, block.item_tfms, train=True)
-    samples = [(x, y)] + [(dataset.load(block.get_x(item) if block.get_x else item, seed=i),
+    # The other samples as the loaders build them (load_item: draft decoding included).
+    samples = [(x, y)] + [(load_item(block.get_x(item) if block.get_x else item, block.item_tfms, train=True, seed=i),
                            vocab.encode(block.get_y(item))) for i, item in enumerate(first[1:], start=1)]
     print("  Collating items in a batch")
     images = _apply("stack", stack_images, [s[0] for s in samples],

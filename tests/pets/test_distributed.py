@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from pets.data.block import EpochSampler
+from pets.data.loader import EpochSampler
 from pets.run import UserError, build_learner, main, parse_args
 
 SMALL = ['--arch', 'resnet18', '--no-pretrained', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0']

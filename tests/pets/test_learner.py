@@ -192,7 +192,6 @@ def test_interpretation(dls):
 def test_probabilities_come_from_minigrads_softmax(dls, tmp_path, monkeypatch):
     """get_preds, tta, predict and the exported predictor: logits -> probabilities by minigrad.functional.softmax."""
     import minigrad.functional
-    import pets.export
     import pets.learner
     calls = []
 
@@ -202,7 +201,7 @@ def test_probabilities_come_from_minigrads_softmax(dls, tmp_path, monkeypatch):
 
     learn = learner(dls)
     learn.export(tmp_path / 'model.pth')
-    loaded = pets.export.load_learner(tmp_path / 'model.pth')
+    loaded = pets.learner.load_learner(tmp_path / 'model.pth')
     monkeypatch.setattr(pets.learner, 'softmax', spy)
     probabilities, _ = learn.get_preds()
     assert calls == [probabilities.shape]
@@ -214,7 +213,7 @@ def test_probabilities_come_from_minigrads_softmax(dls, tmp_path, monkeypatch):
 
 def test_export_load_learner_and_predict_cli(dls, pet_folder, tmp_path, capsys):
     import pickle
-    from pets.export import load_learner
+    from pets.learner import load_learner
     from pets.predict import main as predict_main
     learn = learner(dls)
     learn.fit(1, lr=1e-3)

@@ -6,7 +6,8 @@ import matplotlib
 import pytest
 import torch
 
-from pets.data.block import CategoryBlock, DataBlock, ImageBlock, UnreadableImageWarning
+from pets.data.block import CategoryBlock, DataBlock, ImageBlock
+from pets.data.loader import UnreadableImageWarning
 from pets.data.download import URLs, untar_data
 from pets.data.images import Resize
 from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
