@@ -3,8 +3,9 @@
 With no options: the 370-image sample shipped with the package, EfficientNet-Lite0 pretrained on
 ImageNet, presizing to 256 and one-pass augmentation to 224, then this recipe:
   1. the head alone, BatchNorm of the body frozen whole (statistics too): --freeze-epochs one-cycles;
-  2. everything, BatchNorm still frozen, discriminative rates slice(lr / lr_mult, lr / 10): --epochs
-     one-cycles; the head has already learnt, so the body takes small steps and keeps its ImageNet features.
+  2. everything, BatchNorm still frozen, discriminative rates slice(lr / 10 / lr_mult, lr / 10) with
+     lr_mult 100: --epochs one-cycles; the head has already learnt, so the body takes small steps and keeps
+     its ImageNet features. pets/recipes.py holds both recipes and why each of their numbers.
 Eight images per class are too few to re-estimate BatchNorm statistics; keeping ImageNet's is what works
 (fastai's fine_tune keeps BatchNorm training: --recipe fastai runs exactly that instead).
 Prints the epoch table, the final error rate and the most confused breeds, and writes to --out the table
@@ -19,7 +20,6 @@ traceback), 1 training failed (a non-finite loss, out of memory; the last checkp
 interrupted with Ctrl-C (the checkpoint stays too).
 """
 import argparse
-import csv
 import os
 import random
 import re
@@ -41,11 +41,13 @@ from pets.data.download import KNOWN_ARCHIVES, DownloadError, URLs, untar_data
 from pets.data.download import data_folder as data_sets_folder
 from pets.data.images import Resize
 from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, parent_label
-from pets.distributed import (all_gather, broadcast, init_distributed, launched_by_torchrun, local_rank_zero_first,
+from pets.distributed import (broadcast, init_distributed, launched_by_torchrun, local_rank_zero_first,
                               processes_per_machine, rank, world_size)
 from pets.interpret import ClassificationInterpretation
 from pets.learner import accuracy, cnn_learner, error_rate
 from pets.models import ARCHS, PretrainedWeightsError
+from pets.recipes import EPOCHS, FREEZE_EPOCHS, LR, RECIPES
+from pets.report import LeftOutReport, save_figure, write_results
 
 
 class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -68,19 +70,19 @@ def parse_args(argv):
     parser.add_argument('--arch', default='efficientnet_lite0', choices=sorted(ARCHS), help='the network')
     parser.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=True,
                         help="start from the network's ImageNet weights")
-    parser.add_argument('--recipe', default='frozen-bn', choices=['frozen-bn', 'fastai'],
-                        help="frozen-bn: this script's (see above); fastai: the book's fine_tune")
-    parser.add_argument('--epochs', type=at_least(0), default=8, help='one-cycle epochs of the whole network')
-    parser.add_argument('--freeze-epochs', type=at_least(0), default=10,
+    parser.add_argument('--recipe', default='frozen-bn', choices=sorted(RECIPES),
+                        help="frozen-bn: this script's (see above); fastai: the book's fine_tune (pets.recipes)")
+    parser.add_argument('--epochs', type=at_least(0), default=EPOCHS, help='one-cycle epochs of the whole network')
+    parser.add_argument('--freeze-epochs', type=at_least(0), default=FREEZE_EPOCHS,
                         help='one-cycle epochs of the head alone, first')
-    parser.add_argument('--lr', type=learning_rate, default=3e-3,
+    parser.add_argument('--lr', type=learning_rate, default=LR,
                         help="the head's peak learning rate, or 'find' for lr_find's valley suggestion")
     parser.add_argument('--fp16', action='store_true', help='mixed precision (float16 on a GPU, bfloat16 on a CPU)')
     parser.add_argument('--label-smoothing', type=fraction, default=0.0,
                         help="cross-entropy's label smoothing eps (0: plain cross-entropy)")
     parser.add_argument('--lr-mult', type=positive, default=None,
-                        help='unfrozen phase: the first layer group trains at lr / lr_mult (default 1000; '
-                             "fastai's 100 with --recipe fastai)")
+                        help="unfrozen phase: the head trains lr_mult times faster than the first layer group "
+                             "(default: the recipe's, 100 for both)")
     parser.add_argument('--tta', type=at_least(0), default=0, metavar='N',
                         help='also score the validation set with test-time augmentation over N views (0: not)')
     parser.add_argument('--bs', type=at_least(1), default=32,
@@ -243,23 +245,6 @@ def labelled_items(folder, pattern, labels='auto'):
     return list(named), named.__getitem__, left_out
 
 
-class LeftOutReport:
-    """Callback: prints each file left out once, in one line, and keeps out/left_out.txt up to date."""
-
-    def __init__(self, path, left_out):
-        self.path, self.left_out, self.printed = Path(path), dict(left_out), set()
-
-    def update(self, learn):
-        for skipped in all_gather(learn.dls.skipped):  # each process decodes its own shard
-            self.left_out.update({Path(f): reason for f, reason in skipped.items()})
-        if not learn.is_main_process:
-            return
-        for f in sorted(set(self.left_out) - self.printed):
-            print(f"left out {self.left_out[f]}")
-        self.printed |= set(self.left_out)
-        self.path.write_text(''.join(f"{f}\t{self.left_out[f]}\n" for f in sorted(self.left_out)))
-
-    before_fit = after_epoch = after_fit = update
 
 
 def seed_everything(seed, deterministic):
@@ -374,45 +359,17 @@ def build_learner(args, out, cbs):
 
 
 def train(learn, args, checkpoint):
-    """The recipe (see the module docstring); a failure becomes TrainingFailed, the checkpoint kept."""
+    """The recipe (pets.recipes); a failure becomes TrainingFailed, the checkpoint kept."""
     try:
-        if args.recipe == 'fastai':
-            learn.fine_tune(args.epochs, base_lr=args.lr, freeze_epochs=args.freeze_epochs,
-                            lr_mult=args.lr_mult or 100)
-        else:
-            learn.freeze(train_bn=False)
-            learn.fit_one_cycle(args.freeze_epochs, args.lr)
-            learn.unfreeze(train_bn=False)  # everything trains but the body's BatchNorm, which stays ImageNet's
-            lr_mult = args.lr_mult or 1000
-            learn.fit_one_cycle(args.epochs, slice(args.lr / lr_mult, args.lr / 10), pct_start=0.3, div=5.0)
+        RECIPES[args.recipe].train(learn, args.freeze_epochs, args.epochs, args.lr, args.lr_mult)
     except (FloatingPointError, torch.OutOfMemoryError) as error:
         kept = (f"the checkpoint of the last completed epoch stays in {checkpoint}: add --resume to continue "
                 f"from it" if Path(checkpoint).exists() else "no epoch had completed, so there is no checkpoint")
         raise TrainingFailed(f"{error}. {kept}") from None
 
 
-def save_figure(figure, path):
-    import matplotlib.pyplot as plt
-    figure.savefig(path)
-    plt.close(figure)
 
 
-def write_results(out, learn, interp, dls):
-    """The epoch table (CSV and Markdown) and the plots, into the folder `out`."""
-    header, rows = learn.recorder.header[1:-1], learn.recorder.values
-    with open(out / 'history.csv', 'w', newline='') as file:
-        writer = csv.writer(file)
-        writer.writerow(['epoch', *header])
-        writer.writerows([i, *row] for i, row in enumerate(rows))
-    lines = ['| epoch | ' + ' | '.join(header) + ' |', '|' + '---|' * (len(header) + 1)]
-    lines += [f"| {i} | " + ' | '.join(f"{v:.6f}" for v in row) + ' |' for i, row in enumerate(rows)]
-    (out / 'history.md').write_text('\n'.join(lines) + '\n')
-    figures = {'loss': learn.recorder.plot_loss(), 'schedule': learn.recorder.plot_sched(),
-               'confusion_matrix': interp.plot_confusion_matrix(), 'top_losses': interp.plot_top_losses(9),
-               'batch': dls.show_batch()}
-    for name, figure in figures.items():
-        save_figure(figure, out / f"{name}.png")
-    print(f"wrote {out}/: history.csv, history.md, " + ', '.join(f"{name}.png" for name in figures))
 
 
 def cli(argv=None):
