@@ -23,7 +23,8 @@ from pets.data.block import DataBlock  # noqa: E402
 from pets.data.download import URLs, untar_data  # noqa: E402
 from pets.data.images import Resize  # noqa: E402
 from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr  # noqa: E402
-from pets.learner import cnn_learner, error_rate  # noqa: E402
+from pets.learner import cnn_learner  # noqa: E402
+from pets.metrics import error_rate  # noqa: E402
 
 
 class InMemory:

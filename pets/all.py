@@ -26,9 +26,9 @@ from pets.data.items import (Categorize, GrandparentSplitter, RandomSplitter, Re
                              parent_label, using_attr)
 from pets.data.show import show_images
 from pets.interpret import ClassificationInterpretation
-from pets.learner import (Learner, accuracy, cnn_learner, error_rate, load_learner, top_k_accuracy,
-                          vision_learner)
+from pets.learner import Learner, cnn_learner, load_learner, vision_learner
 from pets.lr_finder import minimum, slide, steep, valley
+from pets.metrics import accuracy, error_rate, top_k_accuracy
 from pets.models import efficientnet_lite0, resnet18, resnet34, resnet50, resnet101, resnet152
 
 __all__ = [

@@ -21,6 +21,7 @@ the previous checkpoint or the new one, never a torn file.
 import os
 import random
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -125,15 +126,24 @@ def describe_difference(name, saved, current):
     return f"{name}: {saved} in the checkpoint, {current} now"
 
 
+@dataclass(frozen=True)
+class FitProgress:
+    """Where training is: the fit call of the learner's life (0, 1, ...), the last epoch it completed, of
+    how many, and the number of schedule steps taken in it."""
+    fit_index: int
+    epoch: int
+    n_epoch: int
+    step: int
+
+
 def checkpoint_state(learn, extra=None, rng=None):
     """The dictionary a checkpoint holds (see the module docstring); rng: every process's random states
     (default: this process's)."""
-    fit_index, epoch, n_epoch, step = learn.fit_progress
     recorder = learn.recorder
     return {
         'format': FORMAT_VERSION,
         'identity': identity(learn),
-        'progress': {'fit_index': fit_index, 'epoch': epoch, 'n_epoch': n_epoch, 'step': step},
+        'progress': asdict(learn.fit_progress),
         'model': learn.model.state_dict(),
         'opt': learn.opt.state_dict(),
         'recorder': {'losses': recorder.losses, 'lrs': recorder.lrs, 'moms': recorder.moms,

@@ -12,43 +12,23 @@ with a progress bar while an epoch runs.
 """
 import contextlib
 import time
-from collections import namedtuple
 
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from minigrad.functional import cross_entropy, softmax
+from minigrad.functional import cross_entropy
 from minigrad.optim import Adam
 from minigrad.schedule import discriminative_lrs, one_cycle
-from pets.checkpoint import SaveCheckpoint, load_checkpoint, restore_checkpoint
+from pets.checkpoint import FitProgress, SaveCheckpoint, load_checkpoint, restore_checkpoint
 from pets.data.loader import default_device
-from pets.rng import transform_generators
-from pets.distributed import all_reduce_sum, average_buffers, distrib_ctx, gather_in_order, rank
+from pets.distributed import all_reduce_sum, average_buffers, distrib_ctx, rank
 from pets.distributed import wrap as wrap_ddp
 from pets.export import export, inference_dataloaders, read_export
+from pets.inference import get_preds, model_outputs, out_of_memory_error, predict, tta
 from pets.interpret import show_results
 from pets.lr_finder import plot_lr_find, run_sweep, suggest, valley
 from pets.models import arch_config, create_cnn_model, layer_groups
-
-Preds = namedtuple('Preds', ['probabilities', 'targets'])
-
-
-def error_rate(predictions, targets):
-    """The share of samples whose highest-scoring class is not the target: 1 - accuracy."""
-    return 1 - accuracy(predictions, targets)
-
-
-def accuracy(predictions, targets):
-    """The share of samples whose highest-scoring class is the target."""
-    return (predictions.argmax(dim=1) == targets).float().mean()
-
-
-def top_k_accuracy(predictions, targets, k=5):
-    """The share of samples whose target is among the k highest-scoring classes."""
-    top = predictions.topk(min(k, predictions.shape[1]), dim=1).indices
-    return (top == targets[:, None]).any(dim=1).float().mean()
-
 
 class Recorder:
     """What training saw: per batch the loss, learning rates and momentum; per epoch the table's values."""
@@ -133,17 +113,18 @@ class Learner:
     def create_opt(self):
         """Two param groups per layer group, both at the layer group's learning rate: its weights, with
         weight decay, and its BatchNorm parameters and biases, without (fastai's wd_bn_bias=False: decaying
-        a BatchNorm scale or a bias towards 0 only fights the normalisation). Only parameters that train
-        (requires_grad, so a gradient) are stepped."""
+        a BatchNorm scale or a bias towards 0 only fights the normalisation). Each param group records its
+        layer group ('layer_group'), whose rate it takes. Only parameters that train (requires_grad, so a
+        gradient) are stepped."""
         param_groups = []
-        for layer_group in self.groups:
+        for index, layer_group in enumerate(self.groups):
             decayed, not_decayed = [], []
             for module in layer_group.modules():
                 is_batchnorm = isinstance(module, nn.modules.batchnorm._BatchNorm)
                 for name, p in module.named_parameters(recurse=False):
                     (not_decayed if is_batchnorm or name == 'bias' else decayed).append(p)
-            param_groups += [{'params': decayed, 'decayed': True},
-                             {'params': not_decayed, 'decayed': False, 'weight_decay': 0.0}]
+            param_groups += [{'params': decayed, 'decayed': True, 'layer_group': index},
+                             {'params': not_decayed, 'decayed': False, 'weight_decay': 0.0, 'layer_group': index}]
         options = {} if self.wd is None else {'weight_decay': self.wd}
         self.opt = self.opt_func(param_groups, lr=self.lr, **options)
 
@@ -190,7 +171,7 @@ class Learner:
         """One optimizer step on a batch; returns the loss. A non-finite loss stops before the step, so the
         weights stay the last good ones."""
         model = self.ddp if self.ddp is not None else self.model
-        with self._autocast():
+        with self.autocast():
             loss = self.loss_func(model(self.normalize(x)), y)
         if not torch.isfinite(loss):
             lr = self.opt.param_groups[-1]['lr']
@@ -246,7 +227,9 @@ class Learner:
         self.mixed_precision, self.scaler = False, None
         return self
 
-    def _autocast(self):
+    def autocast(self):
+        """The autocast context of the learner's precision: float16 on a GPU or bfloat16 on the CPU after
+        to_fp16, off (float32) otherwise."""
         device = self.dls.device.type
         return torch.autocast(device, dtype=torch.float16 if device == 'cuda' else torch.bfloat16,
                               enabled=self.mixed_precision)
@@ -258,8 +241,8 @@ class Learner:
                 method(self)
 
     def _set_hypers(self, lrs, mom):
-        for i, group in enumerate(self.opt.param_groups):
-            group['lr'] = lrs[i // 2]  # two param groups per layer group (see create_opt)
+        for group in self.opt.param_groups:
+            group['lr'] = lrs[group['layer_group']]
             if mom is not None:
                 if 'betas' in group:
                     group['betas'] = (mom, group['betas'][1])
@@ -319,7 +302,7 @@ class Learner:
             values = [epoch, total / max(count, 1), valid_loss, *metrics]
             self.recorder.values.append(values[1:])
             self._print_row([*values, time.strftime('%M:%S', time.gmtime(time.time() - start))])
-            self.fit_progress = (fit_index, epoch, n_epoch, step)
+            self.fit_progress = FitProgress(fit_index, epoch, n_epoch, step)
             self._callback('after_epoch')
         self._callback('after_fit')
 
@@ -334,7 +317,7 @@ class Learner:
             except FloatingPointError as error:
                 raise FloatingPointError(f"epoch {epoch}, step {step}: {error}") from None
             except torch.OutOfMemoryError:
-                raise self._out_of_memory(f"epoch {epoch}, step {step}", self.dls.train.bs) from None
+                raise out_of_memory_error(self, f"epoch {epoch}, step {step}", self.dls.train.bs) from None
             self.loss = loss
             self._callback('after_batch')
             self.recorder.losses.append(loss.item())
@@ -411,88 +394,29 @@ class Learner:
             self.opt.load_state_dict(saved['opt'])
         return self
 
-    def _batches_outputs(self, dl):
-        self.model.eval()
-        outputs, targets = [], []
-        with torch.no_grad(), self._autocast():
-            for batch in dl:
-                x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
-                try:
-                    outputs.append(self.model(self.normalize(x)).float())
-                except torch.OutOfMemoryError:
-                    raise self._out_of_memory('predicting', len(x)) from None
-                if y is not None:
-                    targets.append(y)
-        if not outputs:  # an empty loader (a process's validation shard may be)
-            outputs = [torch.empty(0, self.dls.c, device=self.dls.device)]
-            if getattr(getattr(dl, 'dataset', None), 'targets', None) is not None:
-                targets = [torch.empty(0, dtype=torch.long, device=self.dls.device)]
-        outputs, targets = torch.cat(outputs), (torch.cat(targets) if targets else None)
-        sharded = getattr(getattr(dl, 'sampler', None), 'world_size', 1) > 1
-        if self.distributed and sharded:  # each process saw its shard: put the whole set together
-            return gather_in_order(outputs, targets)
-        return outputs, targets
 
     def validate(self, dl=None):
         """[valid_loss, *metrics] on the validation set (or dl)."""
-        logits, targets = self._batches_outputs(dl or self.dls.valid)
+        logits, targets = model_outputs(self, dl or self.dls.valid)
         return [self.loss_func(logits, targets).item(), *(float(m(logits, targets)) for m in self.metrics)]
 
     def get_preds(self, ds_idx=1, dl=None, with_loss=False):
-        """(probabilities, targets) on dataset ds_idx (0 train, 1 valid) or dl; rows sum to 1.
-        with_loss adds the per-sample losses."""
-        if dl is None:
-            loader = self.dls[ds_idx]
-            dl = loader if ds_idx == 1 else loader.ordered()
-        logits, targets = self._batches_outputs(dl)
-        probabilities = softmax(logits, dim=1)
-        if with_loss:
-            return probabilities, targets, self.loss_func(logits, targets, reduction='none')
-        return Preds(probabilities, targets)
+        """(probabilities, targets) on dataset ds_idx (0 train, 1 valid) or dl (pets.inference.get_preds)."""
+        return get_preds(self, ds_idx, dl, with_loss)
 
     def tta(self, ds_idx=1, dl=None, n=4, beta=0.25, use_max=False, seed=0):
-        """Test-time augmentation: (probabilities, targets), each image's prediction averaged over views.
-
-        Each of n passes sees every image through the training transforms (a random crop of the presized
-        image, then the batch augmentation); the mean of those n predictions is blended with the plain one
-        (the validation transforms) as fastai does:
-            p = (1 - beta) mean_k p_k + beta p_plain
-        use_max takes the elementwise max over the n + 1 predictions instead. The views are drawn from
-        `seed`, so tta repeats, and every random stream of training is left as it was.
-        """
-        loader = dl if dl is not None else self.dls[ds_idx]
-        plain, targets = self.get_preds(dl=loader.ordered(train=False, seed=seed))
-        augmented = loader.ordered(train=True, seed=seed)
-        generators = list(transform_generators(loader.batch_tfms).values())
-        states = [g.get_state() for g in generators]
-        try:
-            for g in generators:
-                g.manual_seed(seed)
-            views = torch.stack([self.get_preds(dl=augmented)[0] for _ in range(n)])
-        finally:
-            for g, state in zip(generators, states):
-                g.set_state(state)
-        if use_max:
-            return Preds(torch.cat([views, plain[None]]).amax(0), targets)
-        return Preds(torch.lerp(views.mean(0), plain, beta), targets)
+        """Test-time augmentation: (probabilities, targets) averaged over n augmented views (pets.inference.tta)."""
+        return tta(self, ds_idx, dl, n, beta, use_max, seed)
 
     def predict(self, item):
-        """(label, class index, probabilities) for one image file."""
-        (probabilities,) = self.get_preds(dl=self.dls.test_dl([item]))[:1]
-        index = int(probabilities[0].argmax())
-        return self.dls.vocab[index], index, probabilities[0]
+        """(label, class index, probabilities) for one image file (pets.inference.predict)."""
+        return predict(self, item)
 
     def show_results(self, ds_idx=1, dl=None, max_n=9, nrows=None, ncols=3, figsize=None):
         """Images of data set ds_idx (1: validation) titled actual / predicted, green where right, red where
         wrong (pets.interpret.show_results); returns the figure."""
         return show_results(self, ds_idx, dl, max_n, nrows, ncols, figsize)
 
-    def _out_of_memory(self, where, bs):
-        half = max(1, bs // 2)
-        return torch.OutOfMemoryError(
-            f"{where}: out of memory on {self.dls.device} with batch size {bs}: use a smaller batch size "
-            f"(dataloaders(bs={half}), pets.run --bs {half}) or mixed precision (to_fp16, --fp16), which "
-            f"halves the activations' memory")
 
     def _print_row(self, row):
         if not self.is_main_process:

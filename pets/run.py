@@ -44,7 +44,8 @@ from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, pare
 from pets.distributed import (broadcast, init_distributed, launched_by_torchrun, local_rank_zero_first,
                               processes_per_machine, rank, world_size)
 from pets.interpret import ClassificationInterpretation
-from pets.learner import accuracy, cnn_learner, error_rate
+from pets.learner import cnn_learner
+from pets.metrics import accuracy, error_rate
 from pets.models import ARCHS, PretrainedWeightsError
 from pets.recipes import EPOCHS, FREEZE_EPOCHS, LR, RECIPES
 from pets.report import LeftOutReport, save_figure, write_results

@@ -13,7 +13,8 @@ from pets.checkpoint import CheckpointMismatchError, SaveCheckpoint, atomic_save
 from pets.data.block import DataBlock
 from pets.data.images import Resize
 from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
-from pets.learner import cnn_learner, error_rate
+from pets.learner import cnn_learner
+from pets.metrics import error_rate
 
 
 def make_learner(folder, checkpoint, size=32, arch='resnet18', pattern=r'(.+)_\d+.jpg$'):

@@ -9,7 +9,8 @@ from pets.augment import aug_transforms
 from pets.data.block import DataBlock
 from pets.data.images import Resize
 from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
-from pets.learner import Learner, accuracy, cnn_learner, error_rate
+from pets.learner import Learner, cnn_learner
+from pets.metrics import accuracy, error_rate
 
 
 def small_dls(folder, device='cpu'):
@@ -190,8 +191,9 @@ def test_interpretation(dls):
 
 
 def test_probabilities_come_from_minigrads_softmax(dls, tmp_path, monkeypatch):
-    """get_preds, tta, predict and the exported predictor: logits -> probabilities by minigrad.functional.softmax."""
+    """get_preds, tta, predict and a loaded learner: logits -> probabilities by minigrad.functional.softmax."""
     import minigrad.functional
+    import pets.inference
     import pets.learner
     calls = []
 
@@ -202,7 +204,7 @@ def test_probabilities_come_from_minigrads_softmax(dls, tmp_path, monkeypatch):
     learn = learner(dls)
     learn.export(tmp_path / 'model.pth')
     loaded = pets.learner.load_learner(tmp_path / 'model.pth')
-    monkeypatch.setattr(pets.learner, 'softmax', spy)
+    monkeypatch.setattr(pets.inference, 'softmax', spy)
     probabilities, _ = learn.get_preds()
     assert calls == [probabilities.shape]
     learn.tta(n=2)
@@ -270,7 +272,7 @@ def test_save_and_load_restore_weights_and_optimizer(dls, tmp_path):
 
 
 def test_top_k_accuracy():
-    from pets.learner import top_k_accuracy
+    from pets.metrics import top_k_accuracy
     scores = torch.tensor([[0.1, 0.5, 0.4], [0.8, 0.15, 0.05]])
     assert top_k_accuracy(scores, torch.tensor([2, 2]), k=2) == 0.5
     assert top_k_accuracy(scores, torch.tensor([2, 2]), k=3) == 1.0
@@ -283,7 +285,7 @@ def test_mixed_precision_on_the_cpu_is_bfloat16_autocast(dls):
     assert learn.mixed_precision and learn.scaler is None
     assert all(p.dtype == torch.float32 for p in learn.model.parameters())
     assert all(torch.isfinite(torch.tensor(v)).all() for v in learn.recorder.values)
-    with learn._autocast():
+    with learn.autocast():
         assert learn.model(torch.rand(2, 3, 32, 32)).dtype == torch.bfloat16
     probabilities, _ = learn.to_fp32().get_preds()
     assert probabilities.dtype == torch.float32 and not learn.mixed_precision
@@ -298,7 +300,7 @@ def test_mixed_precision_on_cuda_is_float16_with_gradient_scaling(pet_folder):
     assert all(p.dtype == torch.float32 and p.is_cuda for p in learn.model.parameters())
     assert all(torch.isfinite(torch.tensor(v)).all() for v in learn.recorder.values)
     assert learn.scaler.get_scale() > 0
-    with learn._autocast():
+    with learn.autocast():
         assert learn.model(torch.rand(2, 3, 32, 32, device='cuda')).dtype == torch.float16
     probabilities, targets = learn.get_preds()
     assert probabilities.dtype == torch.float32 and torch.isfinite(probabilities).all()
