@@ -136,6 +136,47 @@ class FitProgress:
     step: int
 
 
+class CancelFit(Exception):
+    """Raised by a callback's before_fit to skip that fit call altogether (TrainingProgress does)."""
+
+
+class TrainingProgress:
+    """Callback, always the learner's first: counts the fit calls of the learner's life, knows where the
+    running one is (a FitProgress after each epoch), and resumes a checkpoint.
+
+    resume(learn, path) reads and checks a checkpoint; from then on, fit calls are counted from 0 again:
+    those that had ended before the checkpoint was written are skipped (CancelFit), the one it was written
+    in restores it and continues after its last epoch, at its schedule step.
+    """
+
+    def __init__(self):
+        self.fit_count, self.fit_index, self.progress, self.pending = 0, None, None, None
+
+    @property
+    def resuming(self):
+        return self.pending is not None
+
+    def resume(self, learn, path):
+        self.pending, self.fit_count = load_checkpoint(learn, path), 0
+        return self.pending
+
+    def before_fit(self, learn):
+        self.fit_index, self.fit_count = self.fit_count, self.fit_count + 1
+        saved = self.pending
+        if saved is not None and saved['progress']['fit_index'] > self.fit_index:
+            raise CancelFit  # this fit call had ended before the checkpoint was written
+        if learn.n_epoch == 0:
+            raise CancelFit  # nothing to train, so no table either (fine_tune(freeze_epochs=0))
+        if saved is not None:
+            self.pending = None
+            if saved['progress']['fit_index'] == self.fit_index:
+                restore_checkpoint(learn, saved)
+                learn.start_epoch, learn.step = saved['progress']['epoch'] + 1, saved['progress']['step']
+
+    def after_epoch(self, learn):
+        self.progress = FitProgress(self.fit_index, learn.epoch, learn.n_epoch, learn.step)
+
+
 def checkpoint_state(learn, extra=None, rng=None):
     """The dictionary a checkpoint holds (see the module docstring); rng: every process's random states
     (default: this process's)."""
@@ -143,7 +184,7 @@ def checkpoint_state(learn, extra=None, rng=None):
     return {
         'format': FORMAT_VERSION,
         'identity': identity(learn),
-        'progress': asdict(learn.fit_progress),
+        'progress': asdict(learn.training.progress),
         'model': learn.model.state_dict(),
         'opt': learn.opt.state_dict(),
         'recorder': {'losses': recorder.losses, 'lrs': recorder.lrs, 'moms': recorder.moms,

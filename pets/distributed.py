@@ -129,6 +129,30 @@ def all_reduce_sum(values, device):
     return tensor.tolist()
 
 
+class DistributedTrainer:
+    """Callback that distrib_ctx adds: training data-parallel under DistributedDataParallel.
+
+    before_fit wraps the model (after any freezing: DDP reduces the gradients of the parameters that train
+    when it wraps); each epoch's batches run inside DDP's join(), so that a process that runs out of batches
+    first (its shard lost a whole batch to unreadable files) stands in for the others' gradient exchanges
+    instead of leaving them waiting; after_train sums the training loss over every shard and averages the
+    BatchNorm statistics (average_buffers). Validation gathers every shard (pets.inference.model_outputs).
+    """
+
+    def before_fit(self, learn):
+        learn.ddp = wrap(learn.model, learn.dls.device)
+
+    def before_train(self, learn):
+        self.joined = learn.ddp.join()
+        self.joined.__enter__()
+
+    def after_train(self, learn):
+        self.joined.__exit__(None, None, None)
+        recorder = learn.recorder
+        recorder.total, recorder.count = all_reduce_sum([recorder.total, recorder.count], learn.dls.device)
+        average_buffers(learn.model)
+
+
 @contextlib.contextmanager
 def distrib_ctx(learn, sync_bn=False):
     """learn trains data-parallel inside the block (see the module docstring); outside it, alone again.
@@ -150,10 +174,13 @@ def distrib_ctx(learn, sync_bn=False):
     loaders = (learn.dls.train, learn.dls.valid)
     for loader, pad in zip(loaders, (True, False)):
         loader.shard(rank(), world_size(), pad=pad)
+    trainer = DistributedTrainer()
     learn.distributed = True
+    learn.cbs.append(trainer)
     try:
         yield learn
     finally:
+        learn.cbs.remove(trainer)
         learn.distributed, learn.ddp = False, None
         for loader in loaders:
             loader.shard(0, 1)

@@ -7,10 +7,12 @@
 The training step is the usual one (normalise, forward, loss, backward, step); what the chapter adds is
 around it: one-cycle schedules (minigrad.schedule) written into the optimizer's param groups before each
 step, one param group per layer group so that a slice(lo, hi) gives each its own rate, and freezing all
-but the head. Output is fastai's: a table row per epoch (epoch, train_loss, valid_loss, metrics, time),
-with a progress bar while an epoch runs.
+but the head. Learner.fit is a short loop that fires events (EVENTS); what happens around the step lives
+in callbacks, fastai's design: the Recorder keeps the table (a row per epoch: epoch, train_loss,
+valid_loss, metrics, time) and the progress bar, TrainingProgress (pets.checkpoint) counts fit calls and
+resumes checkpoints, SaveCheckpoint writes them, distrib_ctx's DistributedTrainer (pets.distributed) runs
+DDP. Inference is in pets.inference, the metrics in pets.metrics.
 """
-import contextlib
 import time
 
 import torch
@@ -20,27 +22,67 @@ from tqdm.auto import tqdm
 from minigrad.functional import cross_entropy
 from minigrad.optim import Adam
 from minigrad.schedule import discriminative_lrs, one_cycle
-from pets.checkpoint import FitProgress, SaveCheckpoint, load_checkpoint, restore_checkpoint
+from pets.checkpoint import CancelFit, SaveCheckpoint, TrainingProgress
 from pets.data.loader import default_device
-from pets.distributed import all_reduce_sum, average_buffers, distrib_ctx, rank
-from pets.distributed import wrap as wrap_ddp
+from pets.distributed import distrib_ctx, rank
 from pets.export import export, inference_dataloaders, read_export
 from pets.inference import get_preds, model_outputs, out_of_memory_error, predict, tta
 from pets.interpret import show_results
 from pets.lr_finder import plot_lr_find, run_sweep, suggest, valley
 from pets.models import arch_config, create_cnn_model, layer_groups
 
-class Recorder:
-    """What training saw: per batch the loss, learning rates and momentum; per epoch the table's values."""
+# The events of Learner.fit, in the order they fire; a callback is any object with some of these methods,
+# each called with the learner. Per fit: before_fit, then per epoch: before_epoch, before_train, per batch
+# after_batch, then after_train, validation, after_epoch; after_fit at the end.
+EVENTS = ('before_fit', 'before_epoch', 'before_train', 'after_batch', 'after_train', 'after_epoch', 'after_fit')
 
-    def __init__(self, metric_names):
-        self.metric_names = list(metric_names)
+
+class Recorder:
+    """Callback, always the learner's: what training saw, and the table it prints (fastai's Recorder and
+    ProgressCallback). Per batch the loss, learning rates and momentum; per epoch the table's values
+    (epoch, train_loss, valid_loss, metrics, time), one printed row each, with a progress bar meanwhile."""
+
+    def __init__(self, metric_names, progress=True):
+        self.metric_names, self.progress = list(metric_names), progress
         self.losses, self.lrs, self.moms, self.values = [], [], [], []
         self.lr_find, self.lr_find_suggestions = None, None
+        self.total, self.count, self.start = 0.0, 0, 0.0
 
     @property
     def header(self):
         return ['epoch', 'train_loss', 'valid_loss', *self.metric_names, 'time']
+
+    def before_fit(self, learn):
+        self.print_row(learn, self.header)
+        for epoch, row in enumerate(self.values[len(self.values) - learn.start_epoch:]):
+            self.print_row(learn, [epoch, *row, 'resumed'])
+
+    def before_epoch(self, learn):
+        self.total, self.count, self.start = 0.0, 0, time.time()
+
+    def before_train(self, learn):
+        show = self.progress and learn.is_main_process
+        learn.dl = tqdm(learn.dl, leave=False, disable=None if show else True, desc=f"epoch {learn.epoch}")
+
+    def after_batch(self, learn):
+        loss = learn.loss.item()
+        self.losses.append(loss)
+        self.lrs.append(list(learn.step_lrs))
+        self.moms.append(learn.mom)
+        self.total, self.count = self.total + loss * len(learn.y), self.count + len(learn.y)
+
+    def after_epoch(self, learn):
+        """The row: mean training loss over the epoch's samples (over every process's, under DDP), then
+        validation's loss and metrics."""
+        values = [self.total / max(self.count, 1), *learn.valid_values]
+        self.values.append(values)
+        self.print_row(learn, [learn.epoch, *values, time.strftime('%M:%S', time.gmtime(time.time() - self.start))])
+
+    @staticmethod
+    def print_row(learn, row):
+        if learn.is_main_process:
+            cells = [f"{v:.6f}" if isinstance(v, float) else str(v) for v in row]
+            tqdm.write('  '.join(f"{c:<12}" for c in cells).rstrip())
 
     def plot_loss(self):
         """Training loss per batch, and validation loss at the end of each epoch."""
@@ -83,8 +125,8 @@ class Learner:
         lr: the default learning rate; wd: weight decay (None: the optimizer's default, 0.01 for Adam).
         metrics: functions (logits, targets) -> number, reported each epoch.
         mean, std: per-channel input normalisation (the pretrained weights' own).
-        cbs: callbacks: objects with any of the methods before_fit, after_batch, after_epoch, after_fit,
-            each called with the learner (after_batch also sees learn.loss, after_epoch learn.epoch).
+        cbs: callbacks: objects with any of the event methods of fit (EVENTS), each called with the
+            learner, after the learner's own: learn.training (TrainingProgress) and learn.recorder.
     """
 
     def __init__(self, dls, model, groups, loss_func=None, opt_func=Adam, lr=1e-3, wd=None, metrics=None,
@@ -96,15 +138,12 @@ class Learner:
         self.metrics = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics] if metrics else []
         self.mean = torch.tensor(mean, device=dls.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=dls.device).view(1, 3, 1, 1)
-        self.progress = progress
-        self.recorder = Recorder(m.__name__ for m in self.metrics)
+        self.training = TrainingProgress()
+        self.recorder = Recorder((m.__name__ for m in self.metrics), progress=progress)
+        self.cbs = [self.training, self.recorder, *self.cbs]
         self.opt, self.frozen_batchnorms, self.arch = None, [], None
         self.mixed_precision, self.scaler = False, None
-        # Where training is, for checkpoints: the number of fit calls started, and (fit call, epoch done,
-        # epochs, schedule steps done) of the running one; a checkpoint waiting to be resumed by the fit
-        # call it was made in.
-        self.fit_count, self.fit_progress, self._resume_from = 0, None, None
-        # Inside distrib_ctx: the model wrapped in DistributedDataParallel, re-wrapped by each fit call.
+        # Inside distrib_ctx: the model wrapped in DistributedDataParallel (by its callback, for each fit).
         self.distributed, self.ddp = False, None
         self._trainable = (0, 0)
 
@@ -234,7 +273,8 @@ class Learner:
         return torch.autocast(device, dtype=torch.float16 if device == 'cuda' else torch.bfloat16,
                               enabled=self.mixed_precision)
 
-    def _callback(self, event):
+    def __call__(self, event):
+        """Fires an event: each callback's method of that name, in order."""
         for cb in self.cbs:
             method = getattr(cb, event, None)
             if method is not None:
@@ -254,16 +294,46 @@ class Learner:
     def fit(self, n_epoch, lr=None, wd=None, schedule=None, resume=False):
         """Trains n_epoch epochs. lr: a float, list or slice (one rate per layer group); schedule(step) ->
         (lrs, mom) overrides it step by step (fit_one_cycle passes one). resume: continue from the last
-        checkpoint (see resume_from)."""
+        checkpoint (see resume_from).
+
+        The loop fires the events of EVENTS; everything else happens in callbacks: the recorder keeps the
+        table, TrainingProgress counts fit calls and resumes checkpoints, distrib_ctx's callback runs DDP.
+        """
         if n_epoch < 0:
             raise ValueError(f"n_epoch={n_epoch}: the number of epochs cannot be negative")
-        if resume and self._resume_from is None:
+        if resume and not self.training.resuming:
             self.resume_from()
-        fit_index, self.fit_count = self.fit_count, self.fit_count + 1
-        if self._resume_from is not None and self._resume_from['progress']['fit_index'] > fit_index:
-            return  # this fit call had ended before the checkpoint was written
-        if n_epoch == 0:
-            return  # nothing to train, so no table either (fine_tune(freeze_epochs=0) skips its frozen phase)
+        self.n_epoch, self.start_epoch, self.step = n_epoch, 0, 0
+        self._prepare_optimizer(wd)
+        lrs = discriminative_lrs(lr if lr is not None else self.lr, len(self.groups))
+        try:
+            self('before_fit')  # may restore a checkpoint (start_epoch, step), or skip this call
+        except CancelFit:
+            return
+        for self.epoch in range(self.start_epoch, n_epoch):
+            self('before_epoch')
+            self.train_mode()
+            self.dl = self.dls.train
+            self('before_train')
+            for self.x, self.y in self.dl:
+                self.step_lrs, self.mom = schedule(self.step) if schedule else (lrs, None)
+                self._set_hypers(self.step_lrs, self.mom)
+                try:
+                    self.loss = self.train_step(self.x, self.y)
+                except FloatingPointError as error:
+                    raise FloatingPointError(f"epoch {self.epoch}, step {self.step}: {error}") from None
+                except torch.OutOfMemoryError:
+                    where = f"epoch {self.epoch}, step {self.step}"
+                    raise out_of_memory_error(self, where, self.dls.train.bs) from None
+                self.step += 1
+                self('after_batch')
+            self('after_train')
+            self.valid_values = self.validate()
+            self('after_epoch')
+        self('after_fit')
+
+    def _prepare_optimizer(self, wd):
+        """The optimizer (made on first use), and a new weight decay for the groups that decay, if given."""
         if wd is not None:
             self.wd = wd
         if self.opt is None:
@@ -272,59 +342,6 @@ class Learner:
             for group in self.opt.param_groups:
                 if group['decayed']:
                     group['weight_decay'] = wd
-        lrs = discriminative_lrs(lr if lr is not None else self.lr, len(self.groups))
-        start_epoch, step = 0, 0
-        if self._resume_from is not None:
-            saved, self._resume_from = self._resume_from, None
-            if saved['progress']['fit_index'] == fit_index:
-                restore_checkpoint(self, saved)
-                start_epoch, step = saved['progress']['epoch'] + 1, saved['progress']['step']
-        if self.distributed:  # after (un)freezing: DDP synchronises the parameters that train at wrapping
-            self.ddp = wrap_ddp(self.model, self.dls.device)
-        self._print_row(self.recorder.header)
-        for epoch, row in enumerate(self.recorder.values[len(self.recorder.values) - start_epoch:]):
-            self._print_row([epoch, *row, 'resumed'])
-        self._callback('before_fit')
-        for epoch in range(start_epoch, n_epoch):
-            self.epoch = epoch
-            start = time.time()
-            self.train_mode()
-            show_progress = self.progress and self.is_main_process
-            batches = tqdm(self.dls.train, leave=False, disable=None if show_progress else True, desc=f"epoch {epoch}")
-            # Under DDP, join() lets a process that runs out of batches first (its shard lost a whole batch
-            # to unreadable files) stand in for the others' gradient exchanges instead of leaving them waiting.
-            with self.ddp.join() if self.ddp is not None else contextlib.nullcontext():
-                total, count, step = self._train_epoch(batches, epoch, step, schedule, lrs)
-            if self.distributed:  # the training loss over every shard; the same statistics in every copy
-                total, count = all_reduce_sum([total, count], self.dls.device)
-                average_buffers(self.model)
-            valid_loss, *metrics = self.validate()
-            values = [epoch, total / max(count, 1), valid_loss, *metrics]
-            self.recorder.values.append(values[1:])
-            self._print_row([*values, time.strftime('%M:%S', time.gmtime(time.time() - start))])
-            self.fit_progress = FitProgress(fit_index, epoch, n_epoch, step)
-            self._callback('after_epoch')
-        self._callback('after_fit')
-
-    def _train_epoch(self, batches, epoch, step, schedule, lrs):
-        """One pass over the training batches; returns (sum of losses x batch sizes, samples, next step)."""
-        total, count = 0.0, 0
-        for x, y in batches:
-            step_lrs, mom = schedule(step) if schedule else (lrs, None)
-            self._set_hypers(step_lrs, mom)
-            try:
-                loss = self.train_step(x, y)
-            except FloatingPointError as error:
-                raise FloatingPointError(f"epoch {epoch}, step {step}: {error}") from None
-            except torch.OutOfMemoryError:
-                raise out_of_memory_error(self, f"epoch {epoch}, step {step}", self.dls.train.bs) from None
-            self.loss = loss
-            self._callback('after_batch')
-            self.recorder.losses.append(loss.item())
-            self.recorder.lrs.append(list(step_lrs))
-            self.recorder.moms.append(mom)
-            total, count, step = total + loss.item() * len(y), count + len(y), step + 1
-        return total, count, step
 
     def fit_one_cycle(self, n_epoch, lr_max=None, div=25.0, div_final=1e5, pct_start=0.25, wd=None,
                       moms=(0.95, 0.85, 0.95), resume=False):
@@ -360,16 +377,19 @@ class Learner:
     def resume_from(self, path=None):
         """Reads a checkpoint (default: the SaveCheckpoint callback's file) and checks that it fits this
         learner; the fit call it was written in then restores it and continues after its last epoch, and
-        the fit calls before that one are skipped. A learner made afresh that repeats the same calls
-        (e.g. fine_tune, or pets.run's recipe) thus picks up where the killed one stopped."""
+        the fit calls before that one are skipped (TrainingProgress). A learner made afresh that repeats the
+        same calls (e.g. fine_tune, or pets.run's recipe) thus picks up where the killed one stopped."""
         if path is None:
             savers = [cb for cb in self.cbs if isinstance(cb, SaveCheckpoint)]
             path = (savers[0] if savers else SaveCheckpoint()).resolve(self)
         if self.opt is None:
             self.create_opt()
-        self._resume_from = load_checkpoint(self, path)
-        self.fit_count = 0
-        return self._resume_from
+        return self.training.resume(self, path)
+
+    @property
+    def fit_count(self):
+        """How many fit calls this learner has started (TrainingProgress counts them)."""
+        return self.training.fit_count
 
     @property
     def is_main_process(self):
@@ -416,13 +436,6 @@ class Learner:
         """Images of data set ds_idx (1: validation) titled actual / predicted, green where right, red where
         wrong (pets.interpret.show_results); returns the figure."""
         return show_results(self, ds_idx, dl, max_n, nrows, ncols, figsize)
-
-
-    def _print_row(self, row):
-        if not self.is_main_process:
-            return
-        cells = [f"{v:.6f}" if isinstance(v, float) else str(v) for v in row]
-        tqdm.write('  '.join(f"{c:<12}" for c in cells).rstrip())
 
 
 def cnn_learner(dls, arch, metrics=None, pretrained=True, loss_func=None, opt_func=Adam, lr=1e-3, wd=None,

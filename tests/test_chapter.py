@@ -62,7 +62,8 @@ loss_func = nn.CrossEntropyLoss()
 loss = loss_func(acts, targ)
 functional = F.cross_entropy(acts, targ)
 per_item = nn.CrossEntropyLoss(reduction='none')(acts, targ)
-ours = cross_entropy(acts, targ), cross_entropy(acts, targ, reduction='none'), nll_loss(softmax(acts, dim=1), targ, reduction='none')
+ours = (cross_entropy(acts, targ), cross_entropy(acts, targ, reduction='none'),
+        nll_loss(softmax(acts, dim=1), targ, reduction='none'))
 ''', namespace)
     book = {'picked': [0.6025, 0.4979, 0.1332, 0.0034, 0.4041, 0.3661],
             'nll': [-0.6025, -0.4979, -0.1332, -0.0034, -0.4041, -0.3661],

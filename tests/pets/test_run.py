@@ -102,7 +102,8 @@ def test_user_errors_name_the_problem_and_the_fix(pet_folder, tmp_path):
     fails('--data', str(pet_folder), '--sync-bn', '--device', 'cpu', match='--sync-bn needs GPUs')
     fails('--data', str(pet_folder), '--device', 'tpu9', match='--device tpu9: not a device; use cpu, cuda or cuda:N')
     if not torch.cuda.is_available():
-        fails('--data', str(pet_folder), '--device', 'cuda', match='no CUDA GPU is visible to torch here; use --device cpu')
+        fails('--data', str(pet_folder), '--device', 'cuda',
+              match='no CUDA GPU is visible to torch here; use --device cpu')
     with pytest.raises(SystemExit) as exit_:
         main(['--arch', 'resnet9000'])
     assert exit_.value.code == 2
