@@ -2,8 +2,9 @@
 
 Every random draw in pets comes from a torch.Generator made by generator_from:
   - given a seed, a private generator seeded with it: the same seed, the same draws, whatever else runs;
-  - given none, a private generator seeded from torch's global generator, so that torch.manual_seed(s)
-    beforehand makes everything repeat, as in fastai.
+  - given none, a private generator seeded by a draw from torch's global generator, so that
+    torch.manual_seed(s) beforehand makes everything repeat, as in fastai. The draw happens when the
+    generator is made: a split when it splits, a loader or an augmentation when it is built.
 Nothing draws from Python's or NumPy's global generators. A learner's checkpoint saves the state of every
 generator (transform_generators finds the batch transforms' own), so that a resumed run draws what an
 uninterrupted one would.

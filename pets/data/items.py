@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from pets.rng import generator_from
+
 IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.png', '.gif', '.bmp', '.tif', '.tiff', '.webp'})
 
 
@@ -90,7 +92,9 @@ class RandomSplitter:
 
     fastai's rule exactly (torch.manual_seed(seed), then torch.randperm(n); the first cut are validation),
     so a split here equals fastai's for the same sorted file list. The seed is applied to a private
-    torch.Generator, not the global one, so splitting does not disturb any other randomness.
+    torch.Generator, not the global one, so splitting does not disturb any other randomness. Without a
+    seed, the split draws from torch's global generator when it is made (pets.rng's rule), so that
+    torch.manual_seed beforehand repeats it, as in fastai.
     """
 
     def __init__(self, valid_pct=0.2, seed=None):
@@ -99,12 +103,7 @@ class RandomSplitter:
         self.valid_pct, self.seed = valid_pct, seed
 
     def __call__(self, items):
-        generator = torch.Generator()
-        if self.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(self.seed)
-        order = torch.randperm(len(items), generator=generator).tolist()
+        order = torch.randperm(len(items), generator=generator_from(self.seed)).tolist()
         cut = int(self.valid_pct * len(items))
         return order[cut:], order[:cut]
 

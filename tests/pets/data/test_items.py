@@ -46,6 +46,10 @@ def test_random_splitter_is_fastais_rule_and_leaves_the_global_rng_alone():
     torch.manual_seed(0)
     RandomSplitter(seed=1)(items)
     assert torch.equal(torch.rand(1), before)
+    torch.manual_seed(5)  # without a seed, torch's global generator decides: torch.manual_seed repeats it
+    first = RandomSplitter()(items)
+    torch.manual_seed(5)
+    assert RandomSplitter()(items) == first and RandomSplitter()(items) != first
     with pytest.raises(ValueError, match="valid_pct=1.5"):
         RandomSplitter(valid_pct=1.5)
 
