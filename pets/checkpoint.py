@@ -184,7 +184,7 @@ def checkpoint_state(learn, extra=None, rng=None):
     return {
         'format': FORMAT_VERSION,
         'identity': identity(learn),
-        'progress': asdict(learn.training.progress),
+        'progress': asdict(learn.training_progress.progress),
         'model': learn.model.state_dict(),
         'opt': learn.opt.state_dict(),
         'recorder': {'losses': recorder.losses, 'lrs': recorder.lrs, 'moms': recorder.moms,

@@ -126,7 +126,7 @@ class Learner:
         metrics: functions (logits, targets) -> number, reported each epoch.
         mean, std: per-channel input normalisation (the pretrained weights' own).
         cbs: callbacks: objects with any of the event methods of fit (EVENTS), each called with the
-            learner, after the learner's own: learn.training (TrainingProgress) and learn.recorder.
+            learner, after the learner's own: learn.training_progress (TrainingProgress) and learn.recorder.
     """
 
     def __init__(self, dls, model, groups, loss_func=None, opt_func=Adam, lr=1e-3, wd=None, metrics=None,
@@ -138,9 +138,9 @@ class Learner:
         self.metrics = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics] if metrics else []
         self.mean = torch.tensor(mean, device=dls.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=dls.device).view(1, 3, 1, 1)
-        self.training = TrainingProgress()
+        self.training_progress = TrainingProgress()
         self.recorder = Recorder((m.__name__ for m in self.metrics), progress=progress)
-        self.cbs = [self.training, self.recorder, *self.cbs]
+        self.cbs = [self.training_progress, self.recorder, *self.cbs]
         self.opt, self.frozen_batchnorms, self.arch = None, [], None
         self.mixed_precision, self.scaler = False, None
         # Inside distrib_ctx: the model wrapped in DistributedDataParallel (by its callback, for each fit).
@@ -301,7 +301,7 @@ class Learner:
         """
         if n_epoch < 0:
             raise ValueError(f"n_epoch={n_epoch}: the number of epochs cannot be negative")
-        if resume and not self.training.resuming:
+        if resume and not self.training_progress.resuming:
             self.resume_from()
         self.n_epoch, self.start_epoch, self.step = n_epoch, 0, 0
         self._prepare_optimizer(wd)
@@ -384,12 +384,12 @@ class Learner:
             path = (savers[0] if savers else SaveCheckpoint()).resolve(self)
         if self.opt is None:
             self.create_opt()
-        return self.training.resume(self, path)
+        return self.training_progress.resume(self, path)
 
     @property
     def fit_count(self):
         """How many fit calls this learner has started (TrainingProgress counts them)."""
-        return self.training.fit_count
+        return self.training_progress.fit_count
 
     @property
     def is_main_process(self):
