@@ -1,4 +1,4 @@
-"""fastai's one-line factories over DataBlock, for the common layouts of a folder of images.
+r"""fastai's one-line factories over DataBlock, for the common layouts of a folder of images.
 
     dls = ImageDataLoaders.from_name_re(path, get_image_files(path), r'(.+)_\d+.jpg$', item_tfms=Resize(460))
     dls = ImageDataLoaders.from_name_func(path, files, lambda name: name[0].isupper(), item_tfms=Resize(224))
