@@ -8,8 +8,9 @@ leaves a half-written file.
 At the end of every epoch the SaveCheckpoint callback writes: the weights, the optimizer's state, where
 training is (which fit call of the learner's life, which epoch, which step of the schedule), the
 recorder's history, every random number generator (Python's, numpy's, torch's, CUDA's, and the private
-ones of the loaders and the batch augmentation) of every process of a distributed run, and what the
-checkpoint fits: architecture, vocabulary, image size, data split and number of processes.
+ones of the loaders and the batch augmentation) of every process of a distributed run, float16's loss
+scale, and what the checkpoint fits: architecture, vocabulary, image size, precision, data split and number
+of processes.
 Restoring all of it at the start of the next epoch makes the rest of the run draw the same batches, the
 same augmentations and the same dropout masks as an uninterrupted run: on the CPU the final weights are
 equal to the bit.
@@ -29,8 +30,9 @@ import torch
 
 from pets.rng import transform_generators
 from pets.distributed import all_gather, rank, world_size
+from pets.precision import mixed_precision_callback
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: precision in the identity, the float16 loss scale
 
 
 class CheckpointMismatchError(ValueError):
@@ -93,8 +95,8 @@ def set_rng_states(learn, states):
 
 
 def identity(learn):
-    """What a checkpoint must match to be resumed: architecture, vocabulary, image size, number of
-    processes, data split (the files as the loaders list them)."""
+    """What a checkpoint must match to be resumed: architecture, vocabulary, image size, precision, number
+    of processes, data split (the files as the loaders list them)."""
     sizes = [tuple(t.size) for t in learn.dls.train.batch_tfms if getattr(t, 'size', None)]
     sizes += [(t.height, t.width) for t in learn.dls.train_ds.item_tfms if hasattr(t, 'height')]
     train, valid = [str(f) for f in learn.dls.train_ds.items], [str(f) for f in learn.dls.valid_ds.items]
@@ -104,6 +106,7 @@ def identity(learn):
         'architecture': learn.arch if isinstance(learn.arch, str) else type(learn.model).__name__,
         'vocabulary': [str(label) for label in learn.dls.vocab],
         'image size': list(sizes[0]) if sizes else None,
+        'precision': learn.precision,
         'processes': world_size(),  # each has its shard and its own random streams
         'training files': [os.path.relpath(f, root) if root else f for f in train],
         'validation files': [os.path.relpath(f, root) if root else f for f in valid],
@@ -190,6 +193,7 @@ def checkpoint_state(learn, extra=None, rng=None):
         'recorder': {'losses': recorder.losses, 'lrs': recorder.lrs, 'moms': recorder.moms,
                      'values': recorder.values},
         'rng': rng if rng is not None else [rng_states(learn)],
+        'scaler': mixed_precision_callback(learn).scaler_state() if learn.precision != 'fp32' else None,
         'extra': extra or {},
     }
 
@@ -228,6 +232,8 @@ def restore_checkpoint(learn, saved):
     recorder.losses, recorder.lrs = list(saved['recorder']['losses']), list(saved['recorder']['lrs'])
     recorder.moms, recorder.values = list(saved['recorder']['moms']), list(saved['recorder']['values'])
     set_rng_states(learn, saved['rng'][rank()])
+    if saved['scaler'] is not None:  # the identity check made sure the learner runs float16 too
+        mixed_precision_callback(learn).load_scaler_state(saved['scaler'])
 
 
 class SaveCheckpoint:

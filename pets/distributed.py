@@ -176,11 +176,11 @@ def distrib_ctx(learn, sync_bn=False):
         loader.shard(rank(), world_size(), pad=pad)
     trainer = DistributedTrainer()
     learn.distributed = True
-    learn.cbs.append(trainer)
+    learn.add_cb(trainer)
     try:
         yield learn
     finally:
-        learn.cbs.remove(trainer)
+        learn.remove_cb(trainer)
         learn.distributed, learn.ddp = False, None
         for loader in loaders:
             loader.shard(0, 1)

@@ -11,7 +11,8 @@ but the head. Learner.fit is a short loop that fires events (EVENTS); what happe
 in callbacks, fastai's design: the Recorder keeps the table (a row per epoch: epoch, train_loss,
 valid_loss, metrics, time) and the progress bar, TrainingProgress (pets.checkpoint) counts fit calls and
 resumes checkpoints, SaveCheckpoint writes them, distrib_ctx's DistributedTrainer (pets.distributed) runs
-DDP. Inference is in pets.inference, the metrics in pets.metrics.
+DDP, MixedPrecision (pets.precision) runs the network in 16 bits. Inference is in pets.inference, the
+metrics in pets.metrics.
 """
 import time
 
@@ -30,11 +31,15 @@ from pets.inference import get_preds, model_outputs, out_of_memory_error, predic
 from pets.interpret import show_results
 from pets.lr_finder import plot_lr_find, run_sweep, suggest, valley
 from pets.models import arch_config, create_cnn_model, layer_groups
+from pets.precision import DTYPES, CancelStep, MixedPrecision, autocast, mixed_precision_callback
 
 # The events of Learner.fit, in the order they fire; a callback is any object with some of these methods,
-# each called with the learner. Per fit: before_fit, then per epoch: before_epoch, before_train, per batch
-# after_batch, then after_train, validation, after_epoch; after_fit at the end.
-EVENTS = ('before_fit', 'before_epoch', 'before_train', 'after_batch', 'after_train', 'after_epoch', 'after_fit')
+# each called with the learner. Per fit: before_fit; per epoch: before_epoch, before_train, then per batch
+# before_batch, the forward pass and loss, before_backward, after_backward, before_step, after_step,
+# after_batch; then after_train, before_validate, after_validate, after_epoch; after_fit at the end.
+EVENTS = ('before_fit', 'before_epoch', 'before_train', 'before_batch', 'before_backward', 'after_backward',
+          'before_step', 'after_step', 'after_batch', 'after_train', 'before_validate', 'after_validate',
+          'after_epoch', 'after_fit')
 
 
 class Recorder:
@@ -127,6 +132,7 @@ class Learner:
         mean, std: per-channel input normalisation (the pretrained weights' own).
         cbs: callbacks: objects with any of the event methods of fit (EVENTS), each called with the
             learner, after the learner's own: learn.training_progress (TrainingProgress) and learn.recorder.
+            add_cb and remove_cb change them later.
     """
 
     def __init__(self, dls, model, groups, loss_func=None, opt_func=Adam, lr=1e-3, wd=None, metrics=None,
@@ -142,7 +148,6 @@ class Learner:
         self.recorder = Recorder((m.__name__ for m in self.metrics), progress=progress)
         self.cbs = [self.training_progress, self.recorder, *self.cbs]
         self.opt, self.frozen_batchnorms, self.arch = None, [], None
-        self.mixed_precision, self.scaler = False, None
         # Inside distrib_ctx: the model wrapped in DistributedDataParallel (by its callback, for each fit).
         self.distributed, self.ddp = False, None
         self._trainable = (0, 0)
@@ -207,24 +212,33 @@ class Learner:
             module.eval()
 
     def train_step(self, x, y):
-        """One optimizer step on a batch; returns the loss. A non-finite loss stops before the step, so the
-        weights stay the last good ones."""
+        """One optimizer step on a batch, firing the step's events; returns the loss. A non-finite loss
+        stops before the step, so the weights stay the last good ones.
+
+        Callbacks may replace what is differentiated (learn.loss_grad, e.g. a scaled loss) in
+        before_backward, and take the step themselves in before_step, raising CancelStep."""
+        self.x, self.y = x, y
+        self('before_batch')
         model = self.ddp if self.ddp is not None else self.model
         with self.autocast():
-            loss = self.loss_func(model(self.normalize(x)), y)
-        if not torch.isfinite(loss):
+            self.pred = model(self.normalize(self.x))
+            self.loss = self.loss_func(self.pred, self.y)
+        if not torch.isfinite(self.loss):
             lr = self.opt.param_groups[-1]['lr']
-            raise FloatingPointError(f"the loss became {loss.item()} at learning rate {lr:.2e}: lower the "
+            raise FloatingPointError(f"the loss became {self.loss.item()} at learning rate {lr:.2e}: lower the "
                                      f"learning rate (or train in fp32 if mixed precision is on)")
-        if self.scaler is not None:  # fp16: scale the loss so small gradients do not flush to zero
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.opt)  # skipped, and the scale lowered, if any gradient overflowed
-            self.scaler.update()
-        else:
-            loss.backward()
+        self.loss_grad = self.loss
+        self('before_backward')
+        self.loss_grad.backward()
+        self('after_backward')
+        try:
+            self('before_step')
             self.opt.step()
+        except CancelStep:
+            pass
+        self('after_step')
         self.opt.zero_grad()
-        return loss
+        return self.loss
 
     def distrib_ctx(self, sync_bn=False):
         """A context in which training is data-parallel over the processes torchrun started (see
@@ -255,23 +269,47 @@ class Learner:
         self._set_trainable(*self._trainable)
 
     def to_fp16(self):
-        """Mixed precision: the forward pass in float16 on a GPU (with dynamic loss scaling) or bfloat16 on
-        the CPU (same exponent range as float32: no scaling needed); weights and optimizer stay float32."""
-        self.mixed_precision = True
-        self.scaler = torch.amp.GradScaler('cuda') if self.dls.device.type == 'cuda' else None
-        return self
+        """Mixed precision (pets.precision): the forward pass in float16 on a GPU, with loss scaling, or in
+        bfloat16 on a CPU (which has no fast float16); weights and optimizer stay float32."""
+        return self.to_precision('fp16' if self.dls.device.type == 'cuda' else 'bf16')
+
+    def to_bf16(self):
+        """Mixed precision in bfloat16 (pets.precision): float32's range, so no loss scaling."""
+        return self.to_precision('bf16')
 
     def to_fp32(self):
         """Back to full precision."""
-        self.mixed_precision, self.scaler = False, None
+        return self.to_precision('fp32')
+
+    def to_precision(self, precision):
+        """'fp32', 'bf16' or 'fp16' (see pets.precision.choose_precision for picking one)."""
+        if precision not in ('fp32', *DTYPES):
+            raise ValueError(f"precision {precision!r}: choose fp32, bf16 or fp16")
+        self.remove_cb(MixedPrecision)
+        if precision != 'fp32':
+            self.add_cb(MixedPrecision(DTYPES[precision]))
         return self
 
+    @property
+    def precision(self):
+        """'fp32', 'bf16' or 'fp16': what the network computes in."""
+        callback = mixed_precision_callback(self)
+        return callback.precision if callback is not None else 'fp32'
+
     def autocast(self):
-        """The autocast context of the learner's precision: float16 on a GPU or bfloat16 on the CPU after
-        to_fp16, off (float32) otherwise."""
-        device = self.dls.device.type
-        return torch.autocast(device, dtype=torch.float16 if device == 'cuda' else torch.bfloat16,
-                              enabled=self.mixed_precision)
+        """The autocast context of the learner's precision (its MixedPrecision callback's), or one that
+        changes nothing in float32. Training and validation both run in it."""
+        return autocast(self)
+
+    def add_cb(self, cb):
+        """Adds a callback (it fires after those already there)."""
+        self.cbs.append(cb)
+        return self
+
+    def remove_cb(self, cb):
+        """Removes a callback, or every callback of a class."""
+        self.cbs = [c for c in self.cbs if not (c is cb or (isinstance(cb, type) and isinstance(c, cb)))]
+        return self
 
     def __call__(self, event):
         """Fires an event: each callback's method of that name, in order."""
@@ -315,11 +353,11 @@ class Learner:
             self.train_mode()
             self.dl = self.dls.train
             self('before_train')
-            for self.x, self.y in self.dl:
+            for x, y in self.dl:
                 self.step_lrs, self.mom = schedule(self.step) if schedule else (lrs, None)
                 self._set_hypers(self.step_lrs, self.mom)
                 try:
-                    self.loss = self.train_step(self.x, self.y)
+                    self.train_step(x, y)
                 except FloatingPointError as error:
                     raise FloatingPointError(f"epoch {self.epoch}, step {self.step}: {error}") from None
                 except torch.OutOfMemoryError:
@@ -328,7 +366,9 @@ class Learner:
                 self.step += 1
                 self('after_batch')
             self('after_train')
+            self('before_validate')
             self.valid_values = self.validate()
+            self('after_validate')
             self('after_epoch')
         self('after_fit')
 

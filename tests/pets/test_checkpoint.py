@@ -46,33 +46,34 @@ class KillAt:
         self.batch = 0
 
 torch.use_deterministic_algorithms(True)
-learn = make_learner({folder!r}, {checkpoint!r})
-learn.cbs.append(KillAt())
+learn = make_learner({folder!r}, {checkpoint!r}).to_precision({precision!r})
+learn.add_cb(KillAt())
 learn.fine_tune(2, base_lr=1e-2, freeze_epochs=2, resume={resume!r})
 torch.save(learn.model.state_dict(), {weights!r})
 torch.save(learn.recorder.values, {weights!r} + '.values')
 """
 
 
-def run_script(tmp_path, pet_folder, name, kill=None, resume=False):
+def run_script(tmp_path, pet_folder, name, kill=None, resume=False, precision='fp32'):
     weights, checkpoint = str(tmp_path / f'{name}.pth'), str(tmp_path / f'{name}-checkpoint.pth')
     code = SCRIPT.format(tests=os.path.dirname(__file__), folder=str(pet_folder), checkpoint=checkpoint,
-                         kill=kill, resume=resume, weights=weights)
+                         kill=kill, resume=resume, weights=weights, precision=precision)
     return subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True,
                           env={**os.environ, 'OMP_NUM_THREADS': '1'}), weights, checkpoint
 
 
-def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, pet_folder):
-    straight, straight_weights, _ = run_script(tmp_path, pet_folder, 'straight')
+@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, pet_folder, precision):
+    straight, straight_weights, _ = run_script(tmp_path, pet_folder, 'straight', precision=precision)
     assert straight.returncode == 0, straight.stderr
     # Killed in the second batch of the unfrozen phase's second epoch (fit call 1, epoch 1)...
-    killed, weights, checkpoint = run_script(tmp_path, pet_folder, 'resumed', kill=(1, 1, 2))
+    killed, weights, checkpoint = run_script(tmp_path, pet_folder, 'resumed', kill=(1, 1, 2), precision=precision)
     assert killed.returncode == -signal.SIGKILL
     saved = torch.load(checkpoint, weights_only=True)
     assert saved['progress'] == {'fit_index': 1, 'epoch': 0, 'n_epoch': 2, 'step': 3}  # the last epoch that ended
     assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
     # ...then resumed: the same weights and table as the run that was never interrupted.
-    resumed, _, _ = run_script(tmp_path, pet_folder, 'resumed', resume=True)
+    resumed, _, _ = run_script(tmp_path, pet_folder, 'resumed', resume=True, precision=precision)
     assert resumed.returncode == 0, resumed.stderr
     expected, got = torch.load(straight_weights), torch.load(weights)
     assert all(torch.equal(expected[k], got[k]) for k in expected)
@@ -85,6 +86,8 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, pet_folder):
     learn.fit_one_cycle(1, 1e-3)
     with pytest.raises(CheckpointMismatchError, match=r'image size: \[32, 32\] in the checkpoint, \[48, 48\] now'):
         make_learner(pet_folder, checkpoint, size=48).resume_from()
+    with pytest.raises(CheckpointMismatchError, match='precision: fp32 in the checkpoint, bf16 now'):
+        make_learner(pet_folder, checkpoint).to_bf16().resume_from()
     with pytest.raises(CheckpointMismatchError, match='architecture: resnet18 in the checkpoint, resnet34 now'):
         make_learner(pet_folder, checkpoint, arch='resnet34').resume_from()
     with pytest.raises(CheckpointMismatchError, match=r"vocabulary: .* new: \['A', 'g'\]; gone: \['Abyssinian'"):
