@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 from torchvision.models import resnet18, resnet34, resnet50, resnet101, resnet152
 
@@ -32,8 +33,7 @@ class MBConv(nn.Module):
         if self.has_expansion:
             self._expand_conv = nn.Conv2d(in_channels, hidden, 1, bias=False)
             self._bn0 = _batch_norm(hidden)
-        self._depthwise_conv = nn.Conv2d(hidden, hidden, kernel, stride, padding=kernel // 2, groups=hidden,
-                                         bias=False)
+        self._depthwise_conv = DepthwiseConv2d(hidden, kernel, stride)
         self._bn1 = _batch_norm(hidden)
         self._project_conv = nn.Conv2d(hidden, out_channels, 1, bias=False)
         self._bn2 = _batch_norm(out_channels)
@@ -46,8 +46,47 @@ class MBConv(nn.Module):
 
 
 def relu6(x):
-    """min(max(x, 0), 6): ReLU capped at 6, which keeps activations in range for 8-bit mobile inference."""
-    return x.clamp(0, 6)
+    """min(max(x, 0), 6): ReLU capped at 6, which keeps activations in range for 8-bit mobile inference.
+    (F.relu6, not x.clamp(0, 6): the same values, but one backward kernel instead of five.)"""
+    return F.relu6(x)
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """A k x k convolution of each channel on its own (groups = channels), 'same' padding.
+
+    On bfloat16 CPU tensors that need gradients, the backward pass runs in float32 (Float32Backward): torch's
+    CPU kernels for a bfloat16 depthwise convolution's backward are 3 to 10 times slower than float32's for
+    the 5x5 and strided ones (benchmarks/bench_epoch.py), and were most of an unfrozen epoch.
+    """
+
+    def __init__(self, channels, kernel, stride):
+        super().__init__(channels, channels, kernel, stride, padding=kernel // 2, groups=channels, bias=False)
+
+    def forward(self, x):
+        if x.device.type == 'cpu' and x.dtype == torch.bfloat16 and torch.is_grad_enabled():
+            return Float32Backward.apply(x, self.weight, self.stride, self.padding, self.groups)
+        return super().forward(x)
+
+
+class Float32Backward(torch.autograd.Function):
+    """conv2d(x, weight) in x's dtype; its gradients computed in float32, then returned in the inputs' dtypes."""
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding, groups):
+        ctx.save_for_backward(x, weight)
+        ctx.options = dict(stride=stride, padding=padding, groups=groups)
+        return F.conv2d(x, weight.to(x.dtype), None, **ctx.options)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        # Both gradients in one call of the kernel that torch.nn.grad.conv2d_input and conv2d_weight each call.
+        o = ctx.options
+        grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad.float(), x.float(), weight.float(), None, o['stride'], o['padding'], (1, 1), False, (0, 0),
+            o['groups'], (ctx.needs_input_grad[0], ctx.needs_input_grad[1], False))
+        return (grad_x.to(x.dtype) if grad_x is not None else None,
+                grad_weight.to(weight.dtype) if grad_weight is not None else None, None, None, None)
 
 
 def _batch_norm(channels):

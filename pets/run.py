@@ -47,6 +47,7 @@ from pets.interpret import ClassificationInterpretation
 from pets.learner import cnn_learner
 from pets.metrics import accuracy, error_rate
 from pets.models import ARCHS, PretrainedWeightsError
+from pets.precision import PRECISIONS, choose_precision
 from pets.recipes import EPOCHS, FREEZE_EPOCHS, LR, RECIPES
 from pets.report import LeftOutReport, save_figure, write_results
 
@@ -78,7 +79,12 @@ def parse_args(argv):
                         help='one-cycle epochs of the head alone, first')
     parser.add_argument('--lr', type=learning_rate, default=LR,
                         help="the head's peak learning rate, or 'find' for lr_find's valley suggestion")
-    parser.add_argument('--fp16', action='store_true', help='mixed precision (float16 on a GPU, bfloat16 on a CPU)')
+    parser.add_argument('--precision', default='auto', choices=PRECISIONS,
+                        help="what the network computes in (pets.precision): auto takes bfloat16 where the "
+                             "hardware has it (CPUs with avx512_bf16 or AMX, GPUs since Ampere), float16 with loss "
+                             "scaling on other GPUs, float32 on other CPUs")
+    parser.add_argument('--fp16', dest='precision', action='store_const', const='fp16',
+                        help='the same as --precision fp16 (bfloat16 on a CPU)')
     parser.add_argument('--label-smoothing', type=fraction, default=0.0,
                         help="cross-entropy's label smoothing eps (0: plain cross-entropy)")
     parser.add_argument('--lr-mult', type=positive, default=None,
@@ -296,8 +302,7 @@ def run(args, cbs):
         f"{args.arch}, {'pretrained' if args.pretrained else 'from scratch'}, recipe {args.recipe}"
         + (f"; {world_size()} processes of batch size {args.bs}" if world_size() > 1 else ''))
     report.update(learn)
-    if args.fp16:
-        learn.to_fp16()
+    say(f"precision {learn.precision} on {dls.device} ({choose_precision(dls.device, args.precision)[1]})")
     if args.resume:
         try:
             saved = learn.resume_from(checkpoint.path)
@@ -354,6 +359,7 @@ def build_learner(args, out, cbs):
         loss_func = partial(cross_entropy, label_smoothing=args.label_smoothing) if args.label_smoothing else None
         learn = cnn_learner(dls, args.arch, metrics=error_rate, pretrained=args.pretrained, loss_func=loss_func,
                             cbs=[checkpoint, report, *cbs])
+        learn.to_precision(choose_precision(dls.device, args.precision)[0])
     except (ValueError, FileNotFoundError, PretrainedWeightsError) as error:
         raise UserError(str(error)) from None
     return learn, checkpoint, report

@@ -70,3 +70,37 @@ def test_offline_pretrained_resnet_fails_with_the_fixes(monkeypatch, tmp_path):
 def test_unknown_architecture():
     with pytest.raises(ValueError, match="unknown architecture 'resnet7'"):
         arch_config('resnet7')
+
+
+@pytest.mark.parametrize('kernel, stride', [(3, 1), (5, 2)])
+def test_a_bfloat16_depthwise_convolution_takes_its_gradients_in_float32(kernel, stride):
+    from pets.models import DepthwiseConv2d
+    torch.manual_seed(0)
+    conv = DepthwiseConv2d(8, kernel, stride).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 11, 11).to(torch.bfloat16).contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = conv(x)
+    assert out.dtype == torch.bfloat16 and type(out.grad_fn).__name__ == 'Float32BackwardBackward'
+    grad_out = torch.randn_like(out)
+    grad_x, grad_weight = torch.autograd.grad(out, (x, conv.weight), grad_out)
+    assert grad_x.dtype == torch.bfloat16 and grad_weight.dtype == torch.float32
+    # The reference: the same convolution on the same (bfloat16-valued) numbers, all in float32.
+    x32 = x.detach().float().requires_grad_()
+    expected_x, expected_weight = torch.autograd.grad(
+        torch.nn.functional.conv2d(x32, conv.weight, None, stride, kernel // 2, 1, 8), (x32, conv.weight),
+        grad_out.float())
+    torch.testing.assert_close(grad_x.float(), expected_x, rtol=2 ** -7, atol=1e-2)  # rounded to bfloat16 once
+    torch.testing.assert_close(grad_weight, expected_weight)
+    torch.testing.assert_close(out.float(), torch.nn.functional.conv2d(x32, conv.weight.bfloat16().float(), None,
+                                                                       stride, kernel // 2, 1, 8), rtol=2 ** -7,
+                               atol=1e-2)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):  # inference takes torch's own path
+        assert conv(x).grad_fn is None
+    assert type(conv(x32).grad_fn).__name__ != 'Float32BackwardBackward'
+
+
+def test_relu6_caps_at_zero_and_six():
+    from pets.models import relu6
+    x = torch.tensor([-1.0, 0.0, 3.0, 6.0, 7.0], requires_grad=True)
+    assert relu6(x).tolist() == [0.0, 0.0, 3.0, 6.0, 6.0]
+    relu6(x).sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]  # F.relu6: no gradient at the kinks

@@ -232,7 +232,18 @@ def test_run_trains_on_a_folder_and_writes_the_table(pet_folder, tmp_path, capsy
 def test_run_with_lr_find_and_fp16(pet_folder, tmp_path, capsys):
     main(['--data', str(pet_folder), *SMALL, '--epochs', '1', '--freeze-epochs', '1', '--lr', 'find', '--fp16',
           '--out', str(tmp_path)])
-    assert 'lr_find suggests' in capsys.readouterr().out and (tmp_path / 'lr_find.png').exists()
+    out = capsys.readouterr().out
+    assert 'lr_find suggests' in out and (tmp_path / 'lr_find.png').exists()
+    assert 'precision bf16 on cpu (asked for fp16, which a CPU runs as bfloat16' in out
+
+
+def test_run_says_which_precision_it_chose_and_refuses_others(pet_folder, tmp_path, capsys):
+    learn = main(['--data', str(pet_folder), *SMALL, '--epochs', '0', '--freeze-epochs', '1', '--precision', 'fp32',
+                  '--out', str(tmp_path)])
+    assert learn.precision == 'fp32' and 'precision fp32 on cpu (asked for)' in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(['--precision', 'half'])
+    assert "--precision: invalid choice: 'half'" in capsys.readouterr().err
 
 
 def test_run_with_label_smoothing_and_test_time_augmentation(pet_folder, tmp_path, capsys):
