@@ -183,7 +183,8 @@ def aug_transforms(mult=1.0, do_flip=True, flip_vert=False, max_rotate=10.0, min
     mult scales max_rotate, max_lighting and max_warp. size: the output size (int or (h, w)); with
     min_scale < 1 a random-resized crop of at least that fraction of the area comes first. batch=True
     draws one set of parameters for the whole batch (fastai's option); by default each image draws its own.
-    seed: for a repeatable sequence (default: drawn from torch's global generator).
+    seed: draws from a private generator seeded with it, a repeatable sequence whatever else runs (default:
+        draws from torch's global generator as each batch is augmented; pets.rng).
     fused: render each batch in one fused pass. None (default): on CUDA tensors with minigrad.warp_triton's
         hand-written Triton kernel when Triton is installed; on the CPU eagerly, op by op. True: also on the
         CPU, through torch.compile (C++ loops, about 2x faster than eager once compiled, which takes ~25 s

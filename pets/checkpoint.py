@@ -62,10 +62,12 @@ def atomic_save(obj, path):
 
 
 def private_generators(learn):
-    """name -> torch.Generator for the generators the data pipeline owns (loaders, batch transforms)."""
-    generators = {'train_loader': learn.dls.train.generator, 'valid_loader': learn.dls.valid.generator}
+    """name -> torch.Generator for the private generators of the data pipeline (loaders, batch transforms
+    given a seed); the others draw from torch's global generator, which rng_states saves anyway."""
+    loaders = {'train_loader': learn.dls.train.generator, 'valid_loader': learn.dls.valid.generator}
     batch_tfms = transform_generators(learn.dls.train.batch_tfms + learn.dls.valid.batch_tfms)
-    return generators | {f'batch_tfm{i}': generator for i, generator in batch_tfms.items()}
+    return ({name: g for name, g in loaders.items() if g is not None}
+            | {f'batch_tfm{i}': generator for i, generator in batch_tfms.items()})
 
 
 def rng_states(learn):

@@ -8,7 +8,9 @@ Then, inside learn.distrib_ctx():
 
 - each process trains on its own shard of every epoch's shuffled order (all draw the same order from the
   same seed, rank r takes items r, r + N, r + 2N, ...; the order is padded so that every shard has the
-  same number of batches, since DDP needs every process at every step);
+  same number of batches, since DDP needs every process at every step). A training loader without a seed
+  would draw from each process's own global generator, so inside the context it draws from a generator
+  seeded by rank 0;
 - DDP averages the gradients over the processes after each backward pass, so all copies of the model
   take the same step: one step on a batch of bs x N images. The batch size is per process. The epoch's
   loop runs in DDP's join(), so a process left with fewer batches (unreadable files) does not stall the
@@ -174,6 +176,9 @@ def distrib_ctx(learn, sync_bn=False):
     loaders = (learn.dls.train, learn.dls.valid)
     for loader, pad in zip(loaders, (True, False)):
         loader.shard(rank(), world_size(), pad=pad)
+    unseeded = learn.dls.train.generator is None
+    if unseeded:  # the same order in every process, drawn from rank 0's global generator
+        learn.dls.train.use_generator(torch.Generator().manual_seed(broadcast(int(torch.randint(0, 2**62, ())))))
     trainer = DistributedTrainer()
     learn.distributed = True
     learn.add_cb(trainer)
@@ -184,6 +189,8 @@ def distrib_ctx(learn, sync_bn=False):
         learn.distributed, learn.ddp = False, None
         for loader in loaders:
             loader.shard(0, 1)
+        if unseeded:
+            learn.dls.train.use_generator(None)
         if created:
             dist.destroy_process_group()
 

@@ -73,7 +73,8 @@ def tta(learn, ds_idx=1, dl=None, n=4, beta=0.25, use_max=False, seed=0):
     (the validation transforms) as fastai does:
         p = (1 - beta) mean_k p_k + beta p_plain
     use_max takes the elementwise max over the n + 1 predictions instead. The views are drawn from
-    `seed`, so tta repeats, and every random stream of training is left as it was.
+    `seed`, so tta repeats, and every random stream of training is left as it was: the transforms' own
+    generators and torch's global one (which transforms without a seed draw from) are put back after.
     """
     loader = dl if dl is not None else learn.dls[ds_idx]
     plain, targets = get_preds(learn, dl=loader.ordered(train=False, seed=seed))
@@ -81,9 +82,11 @@ def tta(learn, ds_idx=1, dl=None, n=4, beta=0.25, use_max=False, seed=0):
     generators = list(transform_generators(loader.batch_tfms).values())
     states = [g.get_state() for g in generators]
     try:
-        for g in generators:
-            g.manual_seed(seed)
-        views = torch.stack([get_preds(learn, dl=augmented)[0] for _ in range(n)])
+        with torch.random.fork_rng(devices=[]):  # the views' draws happen on the CPU
+            torch.manual_seed(seed)
+            for g in generators:
+                g.manual_seed(seed)
+            views = torch.stack([get_preds(learn, dl=augmented)[0] for _ in range(n)])
     finally:
         for g, state in zip(generators, states):
             g.set_state(state)

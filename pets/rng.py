@@ -1,21 +1,22 @@
 """Randomness: one home, one rule.
 
-Every random draw in pets comes from a torch.Generator made by generator_from:
-  - given a seed, a private generator seeded with it: the same seed, the same draws, whatever else runs;
-  - given none, a private generator seeded by a draw from torch's global generator, so that
-    torch.manual_seed(s) beforehand makes everything repeat, as in fastai. The draw happens when the
-    generator is made: a split when it splits, a loader or an augmentation when it is built.
-Nothing draws from Python's or NumPy's global generators. A learner's checkpoint saves the state of every
-generator (transform_generators finds the batch transforms' own), so that a resumed run draws what an
-uninterrupted one would.
+Whatever draws random numbers in pets (a splitter, a loader's order and crops, the augmentation) takes an
+optional seed, and generator_from(seed) gives what it draws from:
+  - a seed: a private torch.Generator seeded with it; the same seed, the same draws, whatever else runs;
+  - no seed: None, which torch's functions read as torch's global generator, drawn from when the random
+    work runs (a split when it splits, a loader's order when an epoch starts, an augmentation when it
+    augments a batch), not when the object is built. torch.manual_seed(s) before the work then repeats
+    it, as in fastai, however many objects were built in between.
+Nothing draws from Python's or NumPy's global generators. A learner's checkpoint saves torch's global
+generator and every private one (transform_generators finds the batch transforms'), so that a resumed run
+draws what an uninterrupted one would.
 """
 import torch
 
 
 def generator_from(seed=None):
-    """A private torch.Generator seeded with `seed`; with no seed, with one drawn from torch's global
-    generator, so that torch.manual_seed(...) beforehand makes the run repeat, as in fastai."""
-    return torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ())))
+    """A private torch.Generator seeded with `seed`, or None (torch's global generator) without a seed."""
+    return torch.Generator().manual_seed(seed) if seed is not None else None
 
 
 def transform_generators(tfms):

@@ -78,17 +78,17 @@ class DataBlock:
             bs: the batch size (val_bs, if given, for validation).
             num_workers: decoding processes (default: one per core, at most 8; 0 decodes here).
             device: where batches go (default: the GPU if there is one).
-            seed: seeds the loaders' order and augmentation (default: drawn from torch's global RNG).
+            seed: seeds the training order and the items' random crops (default: torch's global generator,
+                drawn from as each epoch starts; pets.rng). The batch transforms take their own seed.
             path: where a learner on these loaders saves models (fastai's default: '.').
         """
         train_ds, valid_ds = self.datasets(source)
         num_workers = default_num_workers() if num_workers is None else num_workers
-        seed = int(generator_from(seed).initial_seed())
         skipped = {}
         common = dict(num_workers=num_workers, device=device, batch_tfms=self.batch_tfms, skipped=skipped)
-        # One generator each, so that iterating the validation set never shifts the training order.
+        # Validation draws nothing (in order, no random crops), so it never shifts the training order.
         train = DataLoader(train_ds, bs=bs, shuffle=True, generator=generator_from(seed), **common)
-        valid = DataLoader(valid_ds, bs=val_bs or bs, shuffle=False, generator=generator_from(seed + 1), **common)
+        valid = DataLoader(valid_ds, bs=val_bs or bs, shuffle=False, **common)
         return DataLoaders(train, valid, path=path)
 
     def summary(self, source, bs=4):

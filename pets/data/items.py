@@ -93,7 +93,7 @@ class RandomSplitter:
     fastai's rule exactly (torch.manual_seed(seed), then torch.randperm(n); the first cut are validation),
     so a split here equals fastai's for the same sorted file list. The seed is applied to a private
     torch.Generator, not the global one, so splitting does not disturb any other randomness. Without a
-    seed, the split draws from torch's global generator when it is made (pets.rng's rule), so that
+    seed, the split draws from torch's global generator when it splits (pets.rng's rule), so that
     torch.manual_seed beforehand repeats it, as in fastai.
     """
 

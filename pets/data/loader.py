@@ -5,7 +5,8 @@ main process, per batch: move to the device, then the batch transforms there (co
 one augmentation warp of the whole batch on the GPU.
 
 Randomness is reproducible and independent of the number of workers (pets.rng): each epoch, the loader's
-own generator draws the order and one seed per item, and every item's random crop is drawn from its seed.
+generator (its own, from a seed, or torch's global one) draws the order and, when the items' transforms are
+random (training), one seed per item, and every item's random crop is drawn from its seed.
 A file that fails to decode costs one item, not the epoch: it is left out of its batch and reported once.
 """
 import math
@@ -69,14 +70,16 @@ class ItemDataset(torch.utils.data.Dataset):
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """Yields (index, seed) for each item of an epoch: shuffled or in order, one fresh seed per item.
+    """Yields (index, seed) for each item of an epoch: shuffled or in order, one fresh seed per item when
+    draw_seeds (else 0: the items' transforms draw nothing). generator: a torch.Generator, or None for
+    torch's global one, drawn from when an epoch starts.
 
     Sharded (see shard), it yields only every world_size-th pair from position rank: the processes of a
     distributed run draw the same order from the same generator and split it between them.
     """
 
-    def __init__(self, n_items, shuffle, generator):
-        self.n_items, self.shuffle, self.generator = n_items, shuffle, generator
+    def __init__(self, n_items, shuffle, generator, draw_seeds=True):
+        self.n_items, self.shuffle, self.generator, self.draw_seeds = n_items, shuffle, generator, draw_seeds
         self.shard(0, 1)
 
     def shard(self, rank, world_size, pad=False):
@@ -90,7 +93,8 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         order = torch.randperm(self.n_items, generator=self.generator) if self.shuffle else torch.arange(self.n_items)
-        seeds = torch.randint(0, 2**62, (self.n_items,), generator=self.generator)
+        seeds = (torch.randint(0, 2**62, (self.n_items,), generator=self.generator) if self.draw_seeds
+                 else torch.zeros(self.n_items, dtype=torch.long))
         pairs = list(zip(order.tolist(), seeds.tolist()))
         if self.pad:
             pairs = (pairs * self.world_size)[:len(self) * self.world_size]
@@ -127,7 +131,8 @@ class DataLoader:
         device: where batches go; batch transforms run there.
         batch_tfms: callables tfm(x, train=bool) -> x applied to each batch, in order. The first receives
             uint8 images; whatever is still uint8 at the end is converted to float in [0, 1].
-        generator: the torch.Generator that draws the order and the per-item seeds.
+        generator: the torch.Generator that draws the order and the per-item seeds; None (the default):
+            torch's global generator, when each epoch starts (pets.rng).
         skipped: a dict shared by the loaders of one DataLoaders, file -> reason, so that each unreadable
             file is reported once.
     """
@@ -137,9 +142,10 @@ class DataLoader:
         self.dataset, self.bs, self.shuffle = dataset, bs, shuffle
         self.device = torch.device(device) if device is not None else default_device()
         self.batch_tfms = list(batch_tfms)
-        self.generator = generator if generator is not None else generator_from()
+        self.generator = generator
         self.skipped = skipped if skipped is not None else {}
-        self.sampler = EpochSampler(len(dataset), shuffle, self.generator)
+        # Validation items are presized the same way every time: their seeds would be drawn for nothing.
+        self.sampler = EpochSampler(len(dataset), shuffle, generator, draw_seeds=dataset.train)
         self.num_workers, self.drop_last_option = num_workers, drop_last
         self._make_loader()
 
@@ -184,6 +190,10 @@ class DataLoader:
             dataset = ItemDataset(dataset.items, dataset.targets, dataset.vocab, dataset.item_tfms, train=train)
         return DataLoader(dataset, bs=self.bs, device=self.device, batch_tfms=self.batch_tfms,
                           generator=generator_from(seed), skipped=self.skipped)
+
+    def use_generator(self, generator):
+        """Draws each epoch's order and seeds from `generator` from now on (None: torch's global one)."""
+        self.generator = self.sampler.generator = generator
 
     def shard(self, rank, world_size, pad=False):
         """Only this process's share of each epoch from now on (see EpochSampler.shard); shard(0, 1): all."""

@@ -150,3 +150,34 @@ def test_torchrun_with_two_gpus_trains_over_nccl(pet_folder, tmp_path, sync_bn):
     with open(tmp_path / 'nccl' / 'history.csv') as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 2 and all(float(row['train_loss']) > 0 for row in rows)
+
+
+UNSEEDED = """
+import sys
+from pathlib import Path
+import torch
+from pets.distributed import all_gather, init_distributed, rank
+from pets.run import build_learner, parse_args
+
+args = parse_args(sys.argv[1:])
+args.device = str(init_distributed('cpu'))
+torch.manual_seed(rank())  # each process its own global stream, as pets.run seeds seed + rank
+learn, _, _ = build_learner(args, Path(args.out), ())
+learn.dls.train.use_generator(None)  # a training loader made without a seed
+with learn.distrib_ctx():
+    shards = all_gather([index for index, _ in learn.dls.train.sampler])
+assert learn.dls.train.generator is None  # as it was, outside the context
+if rank() == 0:
+    print('shards', shards, 'items', len(learn.dls.train_ds))
+"""
+
+
+def test_an_unseeded_training_loader_is_sharded_from_one_order_drawn_on_rank_0(pet_folder, tmp_path):
+    script = tmp_path / 'unseeded.py'
+    script.write_text(UNSEEDED)
+    done = torchrun(str(script), '--data', str(pet_folder), *SMALL, '--out', str(tmp_path), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = [line for line in done.stdout.splitlines() if line.startswith('shards')][0]
+    first, second = ast.literal_eval(line.split('shards')[1].split('items')[0].strip())
+    n_items = int(line.split('items')[1])
+    assert len(first) == len(second) and set(first) | set(second) == set(range(n_items))  # every item, once
