@@ -103,9 +103,13 @@ class Optimizer:
                 loss = closure()
         with torch.no_grad():
             for group in self.param_groups:
-                for p in self._params_with_grad(group):
-                    self._update(p, p.grad, self.state.setdefault(p, {}), group)
+                self._step_group(group)
         return loss
+
+    def _step_group(self, group):
+        """Updates one group's parameters, one at a time (a subclass may do them all at once)."""
+        for p in self._params_with_grad(group):
+            self._update(p, p.grad, self.state.setdefault(p, {}), group)
 
     def _update(self, p, grad, state, group):
         raise NotImplementedError
@@ -197,28 +201,20 @@ class Adam(Optimizer):
                                       decouple_wd=decouple_wd))
         self.foreach = foreach
 
-    def step(self, closure=None):
-        """Updates every parameter that has a gradient (see the class docstring for foreach)."""
+    def _step_group(self, group):
+        """foreach=False: _update per parameter; foreach=True: _update_all on the parameters that have taken
+        the same number of steps (they share the bias corrections; one frozen for a while has taken fewer)."""
         if not self.foreach:
-            return super().step(closure)
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        with torch.no_grad():
-            for group in self.param_groups:
-                # Parameters that have taken the same number of steps share the bias corrections; a
-                # parameter that was frozen for a while has taken fewer.
-                by_step = defaultdict(list)
-                for p in self._params_with_grad(group):
-                    state = self.state.setdefault(p, {})
-                    if not state:
-                        state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
-                    state['step'] += 1
-                    by_step[state['step']].append(p)
-                for t, params in by_step.items():
-                    self._update_all(params, t, group)
-        return loss
+            return super()._step_group(group)
+        by_step = defaultdict(list)
+        for p in self._params_with_grad(group):
+            state = self.state.setdefault(p, {})
+            if not state:
+                state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+            state['step'] += 1
+            by_step[state['step']].append(p)
+        for t, params in by_step.items():
+            self._update_all(params, t, group)
 
     def _update_all(self, params, t, group):
         """_update's lines, each on every parameter of the list at once (all have taken t steps)."""

@@ -36,13 +36,13 @@ from minigrad.functional import cross_entropy
 from pets.augment import aug_transforms
 from pets.checkpoint import CheckpointMismatchError, SaveCheckpoint
 from pets.data.block import CategoryBlock, DataBlock, ImageBlock
-from pets.data.loader import UnreadableImageWarning, default_num_workers
+from pets.data.loader import UnreadableImageWarning
 from pets.data.download import KNOWN_ARCHIVES, DownloadError, URLs, untar_data
 from pets.data.download import data_folder as data_sets_folder
 from pets.data.images import Resize
 from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, parent_label
 from pets.distributed import (broadcast, init_distributed, launched_by_torchrun, local_rank_zero_first,
-                              processes_per_machine, rank, world_size)
+                              rank, world_size)
 from pets.interpret import ClassificationInterpretation
 from pets.learner import cnn_learner
 from pets.metrics import accuracy, error_rate
@@ -109,7 +109,9 @@ def parse_args(argv):
     parser.add_argument('--resume', action='store_true',
                         help="continue after the last epoch checkpointed in --out (same data and options)")
     parser.add_argument('--workers', type=at_least(0), default=None,
-                        help='decoding processes per training process (default: the cores shared among those)')
+                        help='decoding processes per training process (default: none when the decoded images fit '
+                             'in memory, as the sample does: each is decoded once, here; else the cores shared '
+                             'among the training processes)')
     parser.add_argument('--device', default=None, help="'cpu', 'cuda' (default: the GPU if there is one)")
     parser.add_argument('--out', default='pets-output', help='folder for the results')
     args = parser.parse_args(argv)
@@ -278,8 +280,6 @@ def main(argv=None, cbs=()):
         raise UserError("--sync-bn needs GPUs: torch's SyncBatchNorm has no CPU kernel; leave --sync-bn out")
     if launched_by_torchrun():
         args.device = str(init_distributed(args.device))
-        if args.workers is None:  # the machine's cores are shared by its processes
-            args.workers = max(1, default_num_workers() // processes_per_machine())
     try:
         return run(args, cbs)
     finally:

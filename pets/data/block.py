@@ -12,7 +12,8 @@ DataBlock is the recipe; datasets() applies it (list, label, split), dataloaders
 loaders (pets.data.loader), summary() traces one item and one batch through it (pets.data.summary).
 """
 from pets.data.items import Categorize, RandomSplitter
-from pets.data.loader import DataLoader, DataLoaders, ItemDataset, default_num_workers
+from pets.data.loader import (DataLoader, DataLoaders, ItemDataset, default_num_workers, estimated_decoded_bytes,
+                              memory_cache_budget)
 from pets.data.summary import summary
 from pets.rng import generator_from
 
@@ -70,20 +71,31 @@ class DataBlock:
                                  self.item_tfms, train=train)
                      for idx, train in ((train_idx, True), (valid_idx, False)))
 
-    def dataloaders(self, source, bs=64, num_workers=None, device=None, seed=None, val_bs=None, path='.'):
+    def dataloaders(self, source, bs=64, num_workers=None, device=None, seed=None, val_bs=None, path='.',
+                    cache=None):
         """DataLoaders over source: shuffled training batches, ordered validation batches.
 
         Args:
             source: what get_items takes, e.g. path/'images'.
             bs: the batch size (val_bs, if given, for validation).
-            num_workers: decoding processes (default: one per core, at most 8; 0 decodes here).
+            num_workers: decoding processes (default: none, decoding here, when the images are kept in
+                memory; else one per core, at most 8).
+            cache: keep each decoded image in memory after its first decode (pets.data.loader). None (the
+                default): when decoding in this process and all the images fit in 1 GiB (or an eighth of
+                the machine's memory), as the shipped sample does.
             device: where batches go (default: the GPU if there is one).
             seed: seeds the training order and the items' random crops (default: torch's global generator,
                 drawn from as each epoch starts; pets.rng). The batch transforms take their own seed.
             path: where a learner on these loaders saves models (fastai's default: '.').
         """
         train_ds, valid_ds = self.datasets(source)
-        num_workers = default_num_workers() if num_workers is None else num_workers
+        if cache is None:
+            files = train_ds.items + valid_ds.items
+            cache = num_workers in (None, 0) and estimated_decoded_bytes(files) <= memory_cache_budget()
+        if cache:
+            train_ds.cache, valid_ds.cache = {}, {}
+        if num_workers is None:
+            num_workers = 0 if cache else default_num_workers()
         skipped = {}
         common = dict(num_workers=num_workers, device=device, batch_tfms=self.batch_tfms, skipped=skipped)
         # Validation draws nothing (in order, no random crops), so it never shifts the training order.
