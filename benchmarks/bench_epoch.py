@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import print_table  # noqa: E402
 
 from pets.precision import DTYPES  # noqa: E402
+from pets.recipes import LR, RECIPES  # noqa: E402
 from pets.run import build_learner, parse_args, seed_everything  # noqa: E402
 
 PARTS = ['data', 'augmentation', 'forward', 'backward', 'step', 'validation', 'other']
@@ -59,12 +60,15 @@ class TimedTransform:
 
 
 class EpochTimer:
-    """Callback: the seconds of each part of every epoch (PARTS), from the times its events fire."""
+    """Callback: the seconds of each part of every epoch (PARTS), from the times its events fire (on a GPU,
+    after waiting for its queued work, so that each part's kernels count in that part)."""
 
-    def __init__(self, seconds):
+    def __init__(self, seconds, device):
         self.seconds, self.epochs = seconds, []
+        self.synchronize = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
 
     def _now(self):
+        self.synchronize()
         return time.perf_counter()
 
     def before_epoch(self, learn):
@@ -109,17 +113,20 @@ class EpochTimer:
         self.epochs.append((total, parts))
 
 
-def matmul_peak(dtype, n=4096, repeats=5):
-    """FLOP/s of an n x n matrix product in dtype on the CPU (the best of `repeats`)."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+def matmul_peak(dtype, device, n=4096, repeats=5):
+    """FLOP/s of an n x n matrix product in dtype on device (the best of `repeats`)."""
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     a @ b
-    best = min(timed(lambda: a @ b) for _ in range(repeats))
+    best = min(timed(lambda: a @ b, device) for _ in range(repeats))
     return 2 * n ** 3 / best
 
 
-def timed(fn):
+def timed(fn, device):
+    synchronize = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    synchronize()
     start = time.perf_counter()
     fn()
+    synchronize()
     return time.perf_counter() - start
 
 
@@ -161,19 +168,24 @@ def main():
         learn, _, _ = build_learner(run_args, Path(out), ())
         learn.recorder.progress = False
         learn.dls.train.batch_tfms = [TimedTransform(t, seconds) for t in learn.dls.train.batch_tfms]
-        timer = EpochTimer(seconds)
+        timer = EpochTimer(seconds, learn.dls.device)
         learn.add_cb(timer)
         dtype = DTYPES.get(learn.precision, torch.float32)
         print(f"pets.run {' '.join(options) or '(defaults)'}: precision {learn.precision}, "
               f"{torch.get_num_threads()} threads, workers {learn.dls.train.num_workers}")
-        peak = matmul_peak(dtype)
-        print(f"peak: {peak / 1e9:.0f} GFLOP/s ({dtype}, 4096 x 4096 matmul)"
-              + ('' if dtype == torch.float32 else f"; float32: {matmul_peak(torch.float32) / 1e9:.0f} GFLOP/s"))
+        device = learn.dls.device
+        peak = matmul_peak(dtype, device)
+        line = f"peak: {peak / 1e9:.0f} GFLOP/s ({dtype}, 4096 x 4096 matmul on {device})"
+        if dtype != torch.float32:
+            line += f"; float32: {matmul_peak(torch.float32, device) / 1e9:.0f} GFLOP/s"
+        print(line)
 
         rows = []
-        lr = run_args.lr if run_args.lr != 'find' else 3e-3
-        phases = [('head', False, lambda: learn.freeze(train_bn=False), slice(lr)),
-                  ('unfrozen', True, lambda: learn.unfreeze(train_bn=False), slice(lr / 1000, lr / 10))]
+        recipe, lr = RECIPES[run_args.recipe], run_args.lr if run_args.lr != 'find' else LR
+        head_lr = lr / recipe.head_div  # the recipe's phase 2, as Recipe.train sets it
+        phases = [('head', False, lambda: learn.freeze(train_bn=recipe.train_bn), slice(lr)),
+                  ('unfrozen', True, lambda: learn.unfreeze(train_bn=recipe.train_bn),
+                   slice(head_lr / recipe.lr_mult, head_lr))]
         for name, body_trains, setup, rate in phases:
             setup()
             train_flops, valid_flops = flops_per_image(learn, body_trains)

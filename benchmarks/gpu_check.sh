@@ -5,7 +5,7 @@
 #      tensor-op paths), to_fp16's float16 autocast with gradient scaling, and NCCL training with torchrun
 #      (with and without --sync-bn) where there are 2 GPUs;
 #   2. the GPU augmentation benchmark (batches of 64 and 256);
-#   3. a short main job on the GPU, timed.
+#   3. where an epoch of the main job goes on the GPU (bench_epoch.py), and a main job, timed.
 # Usage, from a fresh checkout:  pip install -e ".[dev]" && bash benchmarks/gpu_check.sh
 # Exits non-zero if any step failed; every step runs either way.
 set -uo pipefail
@@ -22,6 +22,7 @@ step() {  # step NAME COMMAND...: run it, remember a failure
 }
 step "GPU tests" python -m pytest -q -rs tests/minigrad/test_warp_triton.py tests/pets -k "cuda or nccl or triton"
 step "augmentation benchmark" python benchmarks/bench_augment.py --device cuda
+step "epoch profile" python benchmarks/bench_epoch.py -- --device cuda
 out=$(mktemp -d)
 step "main job on the GPU" bash -c "time python -m pets.run --device cuda --out '$out'"
 

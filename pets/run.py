@@ -8,6 +8,8 @@ ImageNet, presizing to 256 and one-pass augmentation to 224, then this recipe:
      its ImageNet features. pets/recipes.py holds both recipes and why each of their numbers.
 Eight images per class are too few to re-estimate BatchNorm statistics; keeping ImageNet's is what works
 (fastai's fine_tune keeps BatchNorm training: --recipe fastai runs exactly that instead).
+The network computes in bfloat16 where the hardware does natively (--precision auto; pets.precision), and the
+sample's images are decoded once and kept in memory.
 Prints the epoch table, the final error rate and the most confused breeds, and writes to --out the table
 (CSV, Markdown) and plots: loss, schedule, confusion matrix, top losses, a batch.
 The book's recipe on the full data set: python -m pets.run --data pets --arch resnet34 --recipe fastai
@@ -260,10 +262,11 @@ def seed_everything(seed, deterministic):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    # cuDNN times its kernels for each new shape and keeps the fastest, unless runs must repeat exactly.
+    torch.backends.cudnn.benchmark = not deterministic
     if deterministic:
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # what cuBLAS needs to be deterministic
         torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
 
 
 def main(argv=None, cbs=()):
