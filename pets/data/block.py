@@ -80,9 +80,9 @@ class DataBlock:
             bs: the batch size (val_bs, if given, for validation).
             num_workers: decoding processes (default: none, decoding here, when the images are kept in
                 memory; else one per core, at most 8).
-            cache: keep each decoded image in memory after its first decode (pets.data.loader). None (the
-                default): when decoding in this process and all the images fit in 1 GiB (or an eighth of
-                the machine's memory), as the shipped sample does.
+            cache: keep each decoded image in memory after its first decode (pets.data.loader; with
+                workers, each worker keeps its own). None (the default): when decoding in this process and
+                all the images fit in 1 GiB (or an eighth of the machine's memory), as the shipped sample does.
             device: where batches go (default: the GPU if there is one).
             seed: seeds the training order and the items' random crops (default: torch's global generator,
                 drawn from as each epoch starts; pets.rng). The batch transforms take their own seed.
