@@ -130,6 +130,34 @@ def test_the_triton_backend_renders_what_the_tensor_ops_render():
 
 def test_fifty_batches_of_fresh_draws_compile_a_few_graphs_and_never_hit_the_recompile_limit():
     """Images whose mapping shrinks them > 3x take more taps; how many images do changes from batch to
+    batch. Compiled code treats that number as dynamic: no recompiling per group size until torch's limit."""
+    import logging
+    from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
+    torch._dynamo.reset()
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger('torch._dynamo').addHandler(handler)
+    try:
+        x = batch(64, size=92)  # 92 -> 45: the scale of 460 -> 224, so as many images need extra taps
+        tfm = aug_transforms(size=45, min_scale=0.75, seed=0, fused=True)
+        group_counts = []
+        for _ in range(50):
+            out = tfm(x)
+            _, taps = W.sampling_plan(x, tfm.last_matrices, (45, 45), 'bilinear', 'reflection', True, True)
+            group_counts.append(len(taps.unique(dim=0)))
+    finally:
+        logging.getLogger('torch._dynamo').removeHandler(handler)
+    assert out.shape == (64, 3, 45, 45)
+    assert max(group_counts) > 1 and len(set(group_counts)) > 1  # the batches did mix tap groups
+    assert not [m for m in messages if 'recompile_limit' in m or 'cache_size_limit' in m]
+    # One sample per pixel; several; once more if the first group of several had as many images as samples.
+    assert len(_debug_get_cache_entry_list(W.supersample.__code__)) <= 3
+    assert len(_debug_get_cache_entry_list(augment.adjust.__code__)) == 1
+
+
+def test_two_output_sizes_taking_turns_compile_a_few_graphs_each():
+    """Images whose mapping shrinks them > 3x take more taps; how many images do changes from batch to
     batch. Compiled code treats that number as dynamic: a few graphs per output size, not one per group
     size until torch's recompile limit (8 per function) stops compiling. Two output sizes take turns here
     (training and validation sizes, or progressive resizing), as a real run's would."""
