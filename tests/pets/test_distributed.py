@@ -125,7 +125,8 @@ with learn.distrib_ctx():
     learn.fit(2, lr=1e-3)
     sums = all_gather(sum(p.double().sum().item() for p in learn.model.parameters()))
     if rank() == 0:
-        print('batches', batches, 'sums', sums)
+        print('batches', batches, 'sums', sums, flush=True)
+torch.distributed.destroy_process_group()  # before exit: gloo's threads must not outlive the interpreter
 """
 
 
@@ -168,7 +169,8 @@ with learn.distrib_ctx():
     shards = all_gather([index for index, _ in learn.dls.train.sampler])
 assert learn.dls.train.generator is None  # as it was, outside the context
 if rank() == 0:
-    print('shards', shards, 'items', len(learn.dls.train_ds))
+    print('shards', shards, 'items', len(learn.dls.train_ds), flush=True)
+torch.distributed.destroy_process_group()  # before exit: gloo's threads must not outlive the interpreter
 """
 
 
