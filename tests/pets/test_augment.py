@@ -128,9 +128,10 @@ def test_the_triton_backend_renders_what_the_tensor_ops_render():
     torch.testing.assert_close(kernel.cpu(), eager, atol=1e-5, rtol=0)
 
 
-def test_fifty_batches_of_fresh_draws_compile_a_few_graphs_and_never_hit_the_recompile_limit():
-    """Images whose mapping shrinks them > 3x take more taps; how many images do changes from batch to
-    batch. Compiled code treats that number as dynamic: no recompiling per group size until torch's limit."""
+def compile_fifty_batches(sizes):
+    """Fifty batches of fresh draws through aug_transforms(fused=True), the output sizes taking turns, from a
+    fresh dynamo. Returns the last output, how many tap groups each batch mixed, dynamo's log messages, and
+    how many graphs supersample and adjust compiled."""
     import logging
     from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
     torch._dynamo.reset()
@@ -140,53 +141,44 @@ def test_fifty_batches_of_fresh_draws_compile_a_few_graphs_and_never_hit_the_rec
     logging.getLogger('torch._dynamo').addHandler(handler)
     try:
         x = batch(64, size=92)  # 92 -> 45: the scale of 460 -> 224, so as many images need extra taps
-        tfm = aug_transforms(size=45, min_scale=0.75, seed=0, fused=True)
-        group_counts = []
-        for _ in range(50):
-            out = tfm(x)
-            _, taps = W.sampling_plan(x, tfm.last_matrices, (45, 45), 'bilinear', 'reflection', True, True)
-            group_counts.append(len(taps.unique(dim=0)))
-    finally:
-        logging.getLogger('torch._dynamo').removeHandler(handler)
-    assert out.shape == (64, 3, 45, 45)
-    assert max(group_counts) > 1 and len(set(group_counts)) > 1  # the batches did mix tap groups
-    assert not [m for m in messages if 'recompile_limit' in m or 'cache_size_limit' in m]
-    # One sample per pixel; several; once more if the first group of several had as many images as samples.
-    assert len(_debug_get_cache_entry_list(W.supersample.__code__)) <= 3
-    assert len(_debug_get_cache_entry_list(augment.adjust.__code__)) == 1
-
-
-def test_two_output_sizes_taking_turns_compile_a_few_graphs_each():
-    """Images whose mapping shrinks them > 3x take more taps; how many images do changes from batch to
-    batch. Compiled code treats that number as dynamic: a few graphs per output size, not one per group
-    size until torch's recompile limit (8 per function) stops compiling. Two output sizes take turns here
-    (training and validation sizes, or progressive resizing), as a real run's would."""
-    import logging
-    from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
-    torch._dynamo.reset()
-    messages = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
-    logging.getLogger('torch._dynamo').addHandler(handler)
-    try:
-        x = batch(64, size=92)  # 92 -> 45: the scale of 460 -> 224, so as many images need extra taps
-        transforms = {size: aug_transforms(size=size, min_scale=0.75, seed=0, fused=True) for size in (45, 38)}
+        transforms = {size: aug_transforms(size=size, min_scale=0.75, seed=0, fused=True) for size in sizes}
         group_counts = []
         for i in range(50):
-            size = 45 if i % 2 else 38
+            size = sizes[i % len(sizes)]
             out = transforms[size](x)
             _, taps = W.sampling_plan(x, transforms[size].last_matrices, (size, size), 'bilinear', 'reflection',
                                       True, True)
             group_counts.append(len(taps.unique(dim=0)))
     finally:
         logging.getLogger('torch._dynamo').removeHandler(handler)
+    graphs = [len(_debug_get_cache_entry_list(f.__code__)) for f in (W.supersample, augment.adjust)]
+    return out, group_counts, messages, graphs
+
+
+def test_fifty_batches_of_fresh_draws_compile_a_few_graphs_and_never_hit_the_recompile_limit():
+    """Images whose mapping shrinks them > 3x take more taps; how many images do changes from batch to
+    batch. Compiled code treats that number as dynamic: no recompiling per group size until torch's limit."""
+    out, group_counts, messages, (supersample_graphs, adjust_graphs) = compile_fifty_batches((45,))
+    assert out.shape == (64, 3, 45, 45)
+    assert max(group_counts) > 1 and len(set(group_counts)) > 1  # the batches did mix tap groups
+    assert not [m for m in messages if 'recompile_limit' in m or 'cache_size_limit' in m]
+    # One sample per pixel; several; once more if the first group of several had as many images as samples.
+    assert supersample_graphs <= 3
+    assert adjust_graphs == 1
+
+
+def test_two_output_sizes_taking_turns_compile_a_few_graphs_each():
+    """The same with two output sizes taking turns (training and validation sizes, or progressive
+    resizing), as a real run's would: a few graphs per output size, not one per group size until torch's
+    recompile limit (8 per function) stops compiling."""
+    out, group_counts, messages, (supersample_graphs, adjust_graphs) = compile_fifty_batches((38, 45))
     assert out.shape == (64, 3, 45, 45)
     assert max(group_counts) > 1 and len(set(group_counts)) > 1  # the batches did mix tap groups
     assert not [m for m in messages if 'recompile_limit' in m or 'cache_size_limit' in m]
     # Per size: one sample per pixel; several; once more if the first group of several had as many images
     # as samples (torch then assumed the two sizes equal).
-    assert len(_debug_get_cache_entry_list(W.supersample.__code__)) <= 6
-    assert len(_debug_get_cache_entry_list(augment.adjust.__code__)) <= 2
+    assert supersample_graphs <= 6
+    assert adjust_graphs <= 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
