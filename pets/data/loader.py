@@ -194,7 +194,6 @@ class DataLoader:
         self.dataset, self.bs, self.shuffle = dataset, bs, shuffle
         self.device = torch.device(device) if device is not None else default_device()
         self.batch_tfms = list(batch_tfms)
-        self.generator = generator
         self.skipped = skipped if skipped is not None else {}
         # Validation items are presized the same way every time: their seeds would be drawn for nothing.
         self.sampler = EpochSampler(len(dataset), shuffle, generator, draw_seeds=dataset.train)
@@ -243,9 +242,14 @@ class DataLoader:
         return DataLoader(dataset, bs=self.bs, device=self.device, batch_tfms=self.batch_tfms,
                           generator=generator_from(seed), skipped=self.skipped)
 
+    @property
+    def generator(self):
+        """What the sampler draws each epoch's order and seeds from (None: torch's global generator)."""
+        return self.sampler.generator
+
     def use_generator(self, generator):
         """Draws each epoch's order and seeds from `generator` from now on (None: torch's global one)."""
-        self.generator = self.sampler.generator = generator
+        self.sampler.generator = generator
 
     def shard(self, rank, world_size, pad=False):
         """Only this process's share of each epoch from now on (see EpochSampler.shard); shard(0, 1): all."""
