@@ -3,7 +3,8 @@
     python benchmarks/bench_epoch.py [--epochs 2] [-- pets.run options...]
 
 Builds the learner `python -m pets.run` builds (with the given options), then trains --epochs head epochs
-(the body frozen) and --epochs unfrozen ones at the run's rates, timing each part by the Learner's events:
+(the body frozen) and --epochs of the recipe's second phase (the body unfrozen, from the recipe's
+first_group on) at the run's rates, timing each part by the Learner's events:
 
     data          waiting for the loader's next batch: decoding and presizing (in the workers, or here
                   with --workers 0), collating, moving to the device
@@ -36,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import print_table  # noqa: E402
 
+from pets.allocator import keep_freed_memory  # noqa: E402
 from pets.precision import DTYPES  # noqa: E402
 from pets.recipes import LR, RECIPES  # noqa: E402
 from pets.run import build_learner, parse_args, seed_everything  # noqa: E402
@@ -130,17 +132,25 @@ def timed(fn, device):
     return time.perf_counter() - start
 
 
-def flops_per_image(learn, body_trains):
+def flops_per_image(learn, first_trained_group):
     """(training FLOPs, validation FLOPs) per image: the forward pass counted on a real batch; training adds
-    a backward pass of twice the forward's FLOPs through the whole network when the body trains (with the
-    body frozen, only the head's, a few MFLOPs, left out). The optimizer's step, a few FLOPs per weight,
-    is left out too."""
+    a backward pass of twice the forward FLOPs of the layer groups that train, first_trained_group on (None:
+    the body is frozen and only the head trains, a few MFLOPs, left out). The optimizer's step, a few FLOPs
+    per weight, is left out too."""
     x, _ = learn.dls.valid.one_batch()
+    x = learn.normalize(x)
     learn.model.eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad(), learn.autocast():
-        learn.model(learn.normalize(x))
-    forward = counter.get_total_flops() / len(x)
-    return forward * (3 if body_trains else 1), forward
+
+    def forward_flops(module):
+        with FlopCounterMode(display=False) as counter, torch.no_grad(), learn.autocast():
+            module(x)
+        return counter.get_total_flops() / len(x)
+
+    forward = forward_flops(learn.model)
+    if first_trained_group is None:
+        return forward, forward
+    frozen = forward_flops(torch.nn.Sequential(*learn.groups[:first_trained_group])) if first_trained_group else 0
+    return forward + 2 * (forward - frozen), forward
 
 
 def phase_rows(name, timer, flops, peak):
@@ -156,6 +166,8 @@ def phase_rows(name, timer, flops, peak):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--epochs', type=int, default=2, help='epochs per phase; the last is reported')
+    parser.add_argument('--keep-freed-memory', action=argparse.BooleanOptionalAction, default=True,
+                        help="as pets.run (pets.allocator); --no-keep-freed-memory measures glibc's defaults")
     parser.add_argument('options', nargs=argparse.REMAINDER, help='pets.run options (after --)')
     args = parser.parse_args()
     if args.epochs < 1:
@@ -164,6 +176,7 @@ def main():
     with tempfile.TemporaryDirectory() as out:
         run_args = parse_args([*options, '--out', out])
         seed_everything(run_args.seed, run_args.deterministic)
+        kept = keep_freed_memory() if args.keep_freed_memory else False
         seconds = defaultdict(float)
         learn, _, _ = build_learner(run_args, Path(out), ())
         learn.recorder.progress = False
@@ -172,7 +185,8 @@ def main():
         learn.add_cb(timer)
         dtype = DTYPES.get(learn.precision, torch.float32)
         print(f"pets.run {' '.join(options) or '(defaults)'}: precision {learn.precision}, "
-              f"{torch.get_num_threads()} threads, workers {learn.dls.train.num_workers}")
+              f"{torch.get_num_threads()} threads, workers {learn.dls.train.num_workers}, "
+              f"freed memory {'kept' if kept else 'returned to the system'}")
         device = learn.dls.device
         peak = matmul_peak(dtype, device)
         line = f"peak: {peak / 1e9:.0f} GFLOP/s ({dtype}, 4096 x 4096 matmul on {device})"
@@ -183,12 +197,13 @@ def main():
         rows = []
         recipe, lr = RECIPES[run_args.recipe], run_args.lr if run_args.lr != 'find' else LR
         head_lr = lr / recipe.head_div  # the recipe's phase 2, as Recipe.train sets it
-        phases = [('head', False, lambda: learn.freeze(train_bn=recipe.train_bn), slice(lr)),
-                  ('unfrozen', True, lambda: learn.unfreeze(train_bn=recipe.train_bn),
+        phases = [('head', None, lambda: learn.freeze(train_bn=recipe.train_bn), slice(lr)),
+                  ('unfrozen', recipe.first_group,
+                   lambda: learn.unfreeze(train_bn=recipe.train_bn, first_group=recipe.first_group),
                    slice(head_lr / recipe.lr_mult, head_lr))]
-        for name, body_trains, setup, rate in phases:
+        for name, first_trained_group, setup, rate in phases:
             setup()
-            train_flops, valid_flops = flops_per_image(learn, body_trains)
+            train_flops, valid_flops = flops_per_image(learn, first_trained_group)
             learn.fit_one_cycle(args.epochs, rate)
             images = len(learn.dls.train) * learn.dls.train.bs, len(learn.dls.valid_ds)
             rows += phase_rows(name, timer, train_flops * images[0] + valid_flops * images[1], peak)

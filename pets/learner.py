@@ -217,9 +217,10 @@ class Learner:
         """Trains only the last layer group, the new head (and BatchNorm layers, with train_bn)."""
         self.freeze_to(len(self.groups) - 1, train_bn)
 
-    def unfreeze(self, train_bn=True):
-        """Trains every layer group; train_bn=False keeps the body's BatchNorm layers frozen whole."""
-        self._set_trainable(0, 0 if train_bn else len(self.groups) - 1)
+    def unfreeze(self, train_bn=True, first_group=0):
+        """Trains every layer group from first_group on (all of them by default); train_bn=False keeps the
+        body's BatchNorm layers frozen whole, in the groups that train too."""
+        self._set_trainable(first_group, 0 if train_bn else len(self.groups) - 1)
 
     def train_mode(self):
         """Training mode, except for frozen BatchNorm layers, which keep their statistics (eval mode)."""

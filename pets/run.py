@@ -3,13 +3,15 @@
 With no options: the 370-image sample shipped with the package, EfficientNet-Lite0 pretrained on
 ImageNet, presizing to 256 and one-pass augmentation to 224, then this recipe:
   1. the head alone, BatchNorm of the body frozen whole (statistics too): --freeze-epochs one-cycles;
-  2. everything, BatchNorm still frozen, discriminative rates slice(lr / 10 / lr_mult, lr / 10) with
-     lr_mult 100: --epochs one-cycles; the head has already learnt, so the body takes small steps and keeps
-     its ImageNet features. pets/recipes.py holds both recipes and why each of their numbers.
+  2. everything but the body's first layer group, BatchNorm still frozen, discriminative rates
+     slice(lr / 10 / lr_mult, lr / 10) with lr_mult 100: --epochs one-cycles; the head has already learnt,
+     so the body takes small steps and keeps its ImageNet features. pets/recipes.py holds both recipes and
+     why each of their numbers.
 Eight images per class are too few to re-estimate BatchNorm statistics; keeping ImageNet's is what works
 (fastai's fine_tune keeps BatchNorm training: --recipe fastai runs exactly that instead).
-The network computes in bfloat16 where the hardware does natively (--precision auto; pets.precision), and the
-sample's images are decoded once and kept in memory.
+The network computes in bfloat16 where the hardware does natively (--precision auto; pets.precision), the
+sample's images are decoded once and kept in memory, and each batch reuses the memory the last one freed
+(pets.allocator).
 Prints the epoch table, the final error rate and the most confused breeds, and writes to --out the table
 (CSV, Markdown) and plots: loss, schedule, confusion matrix, top losses, a batch.
 The book's recipe on the full data set: python -m pets.run --data pets --arch resnet34 --recipe fastai
@@ -35,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 from minigrad.functional import cross_entropy
+from pets.allocator import keep_freed_memory
 from pets.augment import aug_transforms
 from pets.checkpoint import CheckpointMismatchError, SaveCheckpoint
 from pets.data.block import CategoryBlock, DataBlock, ImageBlock
@@ -297,6 +300,7 @@ def run(args, cbs):
     # Each process its own random streams (augmentation, dropout); DDP starts every copy of the model from
     # rank 0's weights, and the split and the loaders' order take args.seed itself, the same everywhere.
     seed_everything(args.seed + rank(), args.deterministic)
+    keep_freed_memory()  # each batch reuses the last one's memory instead of mapping it anew (pets.allocator)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     learn, checkpoint, report = build_learner(args, out, cbs)

@@ -70,6 +70,22 @@ def test_freeze_trains_only_the_head_and_batchnorm(dls):
     assert all(p.requires_grad for p in learn.model.parameters())
 
 
+def test_unfreeze_from_a_later_group_keeps_the_groups_before_it_frozen(dls):
+    learn = learner(dls)
+    first, second = learn.groups[0], learn.groups[1]
+    learn.unfreeze(train_bn=False, first_group=1)
+    assert not any(p.requires_grad for p in first.parameters())
+    batchnorms = [m for m in second.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert batchnorms and all(m in learn.frozen_batchnorms for m in batchnorms)  # frozen in a training group too
+    assert any(p.requires_grad for p in second.parameters())
+    assert all(p.requires_grad for p in learn.groups[-1].parameters())
+    before = [p.detach().clone() for p in first.parameters()]
+    learn.fit(1, lr=1e-3)
+    assert all(torch.equal(a, b) for a, b in zip(before, first.parameters()))
+    learn.unfreeze(first_group=1)  # train_bn=True: the frozen group's BatchNorm layers train, as fastai's freeze_to
+    assert first[1].weight.requires_grad and not first[0].weight.requires_grad
+
+
 def test_fine_tune_is_fastais_sequence(dls):
     learn = learner(dls)
     learn.fine_tune(1, base_lr=2e-3)

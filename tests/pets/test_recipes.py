@@ -14,18 +14,18 @@ class Spy:
     def freeze(self, train_bn=True):
         self.calls.append(('freeze', train_bn))
 
-    def unfreeze(self, train_bn=True):
-        self.calls.append(('unfreeze', train_bn))
+    def unfreeze(self, train_bn=True, first_group=0):
+        self.calls.append(('unfreeze', train_bn, first_group))
 
     def fit_one_cycle(self, n_epoch, lr_max, pct_start=0.25, div=25.0):
         self.calls.append(('fit_one_cycle', n_epoch, lr_max, pct_start, div))
 
 
-def test_frozen_bn_keeps_batchnorm_frozen_and_the_body_at_a_thousandth_of_the_rate():
+def test_frozen_bn_keeps_batchnorm_and_the_first_group_frozen_and_the_body_at_a_hundredth_of_the_rate():
     learn = Spy()
     RECIPES['frozen-bn'].train(learn, freeze_epochs=10, epochs=8, lr=3e-3)
     freeze, head_phase, unfreeze, whole_phase = learn.calls
-    assert freeze == ('freeze', False) and unfreeze == ('unfreeze', False)
+    assert freeze == ('freeze', False) and unfreeze == ('unfreeze', False, 1)
     assert head_phase == ('fit_one_cycle', 10, slice(3e-3), 0.25, 25.0)
     _, epochs, rates, pct_start, div = whole_phase
     assert (epochs, pct_start, div) == (8, 0.3, 5.0)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pets.data.images import read_image
+from pets.recipes import EPOCHS, FREEZE_EPOCHS
 from pets.run import TrainingFailed, UserError, main
 
 SMALL = ['--arch', 'resnet18', '--no-pretrained', '--bs', '6', '--presize', '40', '--size', '32', '--workers', '0']
@@ -133,8 +134,9 @@ def test_help_shows_every_default(capsys):
     with pytest.raises(SystemExit):
         main(['--help'])
     text = ' '.join(capsys.readouterr().out.split())
-    for default in ('(default: 8)', '(default: 10)', '(default: efficientnet_lite0)', '(default: 0.75)',
-                    '(default: frozen-bn)', '(default: pets-output)', '(default: 42)', '(default: 224)'):
+    for default in (f'(default: {EPOCHS})', f'(default: {FREEZE_EPOCHS})', '(default: efficientnet_lite0)',
+                    '(default: 0.75)', '(default: frozen-bn)', '(default: pets-output)', '(default: 42)',
+                    '(default: 224)'):
         assert default in text
 
 
