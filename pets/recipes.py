@@ -14,7 +14,7 @@ from dataclasses import dataclass
 # 6 + 3 epochs, 84.8% for 8 + 5, 85.8% for 10 + 8). With the first group frozen in phase 2, 10 + 12 epochs
 # take the time 10 + 8 took: 85.3% over the eight seeds 0-6 and 42, where 10 + 8 gave 84.5%; a peak rate
 # of 5e-3 then gave 85.5% (3e-3 is fastai's default for fine-tuning a head). Tried, no better: 8e-3,
-# min_scale 0.5, 12 + 14 epochs, label smoothing 0.1, lr_mult 10 (README's recipe table).
+# min_scale 0.5, 12 + 12 and 12 + 14 epochs, label smoothing 0.1, lr_mult 10 (README's recipe table).
 FREEZE_EPOCHS, EPOCHS, LR = 10, 12, 5e-3
 
 
