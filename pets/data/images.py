@@ -23,6 +23,8 @@ from PIL import Image, ImageFile, ImageOps
 
 
 EXIF_ORIENTATION = 0x0112
+# What Pillow raises for a file it cannot open or decode (DecompressionBombError: too many pixels).
+UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 class ImageLoadError(Exception):
@@ -78,7 +80,7 @@ def load_image(path, draft=None):
                     image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except UNREADABLE as error:
         raise ImageLoadError(describe_failure(path, error)) from None
 
 
@@ -96,7 +98,7 @@ def read_image(path, draft=None):
             plain_jpeg = (image.format == 'JPEG' and image.mode in ('RGB', 'L')
                           and image.getexif().get(EXIF_ORIENTATION, 1) == 1)
             size = image.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except UNREADABLE as error:
         raise ImageLoadError(describe_failure(path, error)) from None
     if plain_jpeg:
         min_width, min_height = draft(*size) if draft is not None else (0, 0)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from pets.data.images import ImageFailure, ImageLoadError, read_image
+from pets.data.images import UNREADABLE, ImageFailure, ImageLoadError, read_image
 from pets.data.show import show_batch
 from pets.distributed import processes_per_machine
 from pets.rng import generator_from
@@ -63,7 +63,7 @@ def estimated_decoded_bytes(paths, sample=100):
         try:
             with Image.open(path) as image:  # reads the header only
                 sizes.append(image.size[0] * image.size[1] * 3)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        except UNREADABLE:
             sizes.append(0)
     return sum(sizes) / len(sizes) * len(paths)
 
