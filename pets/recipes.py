@@ -15,8 +15,8 @@ from dataclasses import dataclass
 # take the time 10 + 8 took: 85.3% over the eight seeds 0-6 and 42, where 10 + 8 gave 84.5%; a peak rate
 # of 5e-3 then gave 85.5% (3e-3 is fastai's default for fine-tuning a head), 84.6% over sixteen seeds.
 # Tried, no better: 8e-3, min_scale 0.5 and 1.0 (1.0 was a point better on four seeds, half a point worse
-# over sixteen), 12 + 12 and 12 + 14 epochs, label smoothing 0.1, lr_mult 10, batch size 16 (README's
-# recipe table); averaging the weights of phase 2's last epochs, validating at 240-288 pixels.
+# over sixteen), 12 + 12 and 12 + 14 epochs, label smoothing 0.1, lr_mult 10, batch size 16, training at
+# 240 pixels (README's recipe table); averaging the weights of phase 2's last epochs, validating at 240-288.
 FREEZE_EPOCHS, EPOCHS, LR = 10, 12, 5e-3
 
 
