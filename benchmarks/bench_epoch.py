@@ -196,11 +196,10 @@ def main():
 
         rows = []
         recipe, lr = RECIPES[run_args.recipe], run_args.lr if run_args.lr != 'find' else LR
-        head_lr = lr / recipe.head_div  # the recipe's phase 2, as Recipe.train sets it
         phases = [('head', None, lambda: learn.freeze(train_bn=recipe.train_bn), slice(lr)),
                   ('unfrozen', recipe.first_group,
                    lambda: learn.unfreeze(train_bn=recipe.train_bn, first_group=recipe.first_group),
-                   slice(head_lr / recipe.lr_mult, head_lr))]
+                   recipe.phase_two_lr(lr, run_args.lr_mult))]
         for name, first_trained_group, setup, rate in phases:
             setup()
             train_flops, valid_flops = flops_per_image(learn, first_trained_group)

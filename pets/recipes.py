@@ -51,9 +51,12 @@ class Recipe:
         learn.freeze(train_bn=self.train_bn)
         learn.fit_one_cycle(freeze_epochs, slice(lr), pct_start=self.head_pct_start)
         learn.unfreeze(train_bn=self.train_bn, first_group=self.first_group)
+        learn.fit_one_cycle(epochs, self.phase_two_lr(lr, lr_mult), pct_start=self.pct_start, div=self.div)
+
+    def phase_two_lr(self, lr, lr_mult=None):
+        """Phase 2's peak rates for phase 1's peak lr: slice(head / lr_mult, head), head = lr / head_div."""
         head = lr / self.head_div
-        learn.fit_one_cycle(epochs, slice(head / (lr_mult or self.lr_mult), head), pct_start=self.pct_start,
-                            div=self.div)
+        return slice(head / (lr_mult or self.lr_mult), head)
 
 
 RECIPES = {recipe.name: recipe for recipe in [
