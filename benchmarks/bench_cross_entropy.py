@@ -1,10 +1,17 @@
 """minigrad.functional.cross_entropy against torch.nn.functional.cross_entropy: forward + backward, CPU.
 
-    python benchmarks/bench_cross_entropy.py
+    python benchmarks/bench_cross_entropy.py [--no-keep-freed-memory]
 
 Prints, for each (N, C), the median time of one forward+backward and the peak memory it allocates, for
 both, and ours / torch. Target: time ratio <= 1.3 for N >= 1024.
+
+Freed memory is kept for reuse by default, as pets.run trains (pets/allocator.py). With glibc's defaults
+a (4096, 1000) buffer is 16 MB, half its trim threshold once its first free raises that: whether each call
+maps its buffers anew (and the kernel zero-fills every page) then turns on where small tensors happen to lie
+on the heap, so the same code times 2x apart from one process to the next. Kept, both run from reused
+memory and the table compares the arithmetic.
 """
+import argparse
 import os
 import sys
 
@@ -15,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import median_seconds, peak_cpu_bytes, print_table  # noqa: E402
 
 from minigrad.functional import cross_entropy  # noqa: E402
+from pets.allocator import keep_freed_memory  # noqa: E402
 
 SHAPES = [(64, 37), (1024, 37), (4096, 1000)]
 
@@ -32,8 +40,13 @@ def peak_forward_backward_bytes(loss_fn, logits, target):
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--keep-freed-memory', action=argparse.BooleanOptionalAction, default=True,
+                        help="as pets.run (pets.allocator); --no-keep-freed-memory measures glibc's defaults")
+    kept = keep_freed_memory() if parser.parse_args().keep_freed_memory else False
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU, "
+          f"freed memory {'kept' if kept else 'returned to the system'}\n")
     rows = []
     for n, c in SHAPES:
         logits = torch.randn(n, c, requires_grad=True)

@@ -2,8 +2,9 @@
 # Everything in this project that needs a CUDA GPU, as one command for a machine that has one:
 #   1. the tests that run only on a GPU: the hand-written Triton kernels compiled (minigrad.warp_triton, the
 #      same comparisons CI runs under Triton's interpreter), aug_transforms on CUDA (the kernel against the
-#      tensor-op paths), to_fp16's float16 autocast with gradient scaling, and NCCL training with torchrun
-#      (with and without --sync-bn) where there are 2 GPUs;
+#      tensor-op paths), to_fp16's float16 autocast with gradient scaling, NCCL training with torchrun
+#      (with and without --sync-bn) where there are 2 GPUs, and minigrad against torch's OpInfo samples and
+#      optimizer settings on CUDA (capturable Adam among them);
 #   2. the GPU augmentation benchmark (batches of 64 and 256);
 #   3. where an epoch of the main job goes on the GPU (bench_epoch.py), and a main job, timed.
 # Usage, from a fresh checkout:  pip install -e ".[dev]" && bash benchmarks/gpu_check.sh
@@ -21,6 +22,7 @@ step() {  # step NAME COMMAND...: run it, remember a failure
     "$@" || failed+=("$*")
 }
 step "GPU tests" python -m pytest -q -rs tests/minigrad/test_warp_triton.py tests/pets -k "cuda or nccl or triton"
+step "torch's test inputs on CUDA" python -m pytest -q -rs tests/minigrad/test_torch_suites.py -k cuda
 step "augmentation benchmark" python benchmarks/bench_augment.py --device cuda
 step "epoch profile" python benchmarks/bench_epoch.py -- --device cuda
 out=$(mktemp -d)

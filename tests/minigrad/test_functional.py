@@ -103,23 +103,32 @@ def test_hand_written_backward_passes_gradcheck(fn, dim):
 # --- nll_loss and cross_entropy ---------------------------------------------------------------------------
 
 @st.composite
-def classification_problems(draw):
-    """(logits, target, options): shapes (C,), (N, C) or (N, C, d1, ...), with weights and ignored samples."""
-    x = draw(logit_tensors(min_dims=1, max_dims=4, allow_neg_inf=False))
+def classification_problems(draw, probabilities=False):
+    """(logits, target, options): shapes (C,), (N, C) or (N, C, d1, ...) with up to 6 classes, or (N, 1000)
+    as ImageNet's head gives; int64 or uint8 class indices, with weights and ignored samples; with
+    probabilities=True sometimes a float target of class probabilities (soft labels) instead."""
+    if draw(st.booleans(), label='1000 classes'):
+        gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+        x = torch.randn(draw(st.integers(1, 4)), 1000, generator=gen, dtype=torch.float64) * draw(st.sampled_from(SCALES))
+    else:
+        x = draw(logit_tensors(min_dims=1, max_dims=4, allow_neg_inf=False))
     class_dim = 0 if x.dim() == 1 else 1
     n_classes = x.shape[class_dim]
-    target_shape = x.shape[:class_dim] + x.shape[class_dim + 1:]
     gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    weight = torch.rand(n_classes, generator=gen, dtype=torch.float64) + 0.1 if draw(st.booleans()) else None
+    reduction = draw(st.sampled_from(M.REDUCTIONS), label='reduction')
+    if probabilities and draw(st.booleans(), label='probability target'):
+        target = torch.rand(x.shape, generator=gen, dtype=torch.float64)
+        target = target / target.sum(class_dim, keepdim=True)
+        return x, target, dict(weight=weight, reduction=reduction)
+    target_shape = x.shape[:class_dim] + x.shape[class_dim + 1:]
     target = torch.randint(0, n_classes, target_shape, generator=gen)
+    uint8 = n_classes <= 256 and draw(st.booleans(), label='uint8 target')
     ignore_index = draw(st.sampled_from([-100, 0, n_classes - 1]), label='ignore_index')
-    if draw(st.booleans()) and target.dim() > 0:
+    if draw(st.booleans()) and target.dim() > 0 and not (uint8 and ignore_index < 0):
         target[torch.rand(target_shape, generator=gen) < 0.3] = ignore_index
-    weight = None
-    if draw(st.booleans()):
-        weight = torch.rand(n_classes, generator=gen, dtype=torch.float64) + 0.1
-    options = dict(weight=weight, ignore_index=ignore_index,
-                   reduction=draw(st.sampled_from(M.REDUCTIONS), label='reduction'))
-    return x, target, options
+    return x, target.to(torch.uint8) if uint8 else target, dict(weight=weight, ignore_index=ignore_index,
+                                                                  reduction=reduction)
 
 
 @pytest.mark.parametrize('dtype', DTYPES)
@@ -130,57 +139,105 @@ def test_nll_loss_matches_torch(dtype, problem):
     # then float32 rounding, not the code, decides the result).
     x = torch.log_softmax(x, 0 if x.dim() == 1 else 1).to(dtype)
     options = like(options, x)
+    # torch's spatial kernel takes no uint8 targets: it gets the same values as int64.
     assert_same_as_torch(lambda t: M.nll_loss(t, target, **like(options, t)),
-                         lambda t: F.nll_loss(t, target, **like(options, t)), x)
+                         lambda t: F.nll_loss(t, target.long(), **like(options, t)), x)
 
 
 @pytest.mark.parametrize('dtype', DTYPES)
-@given(problem=classification_problems(), label_smoothing=st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+@given(problem=classification_problems(probabilities=True), label_smoothing=st.sampled_from([0.0, 0.1, 0.5, 1.0]))
 def test_cross_entropy_matches_torch(dtype, problem, label_smoothing):
     x, target, options = problem
     x = x.to(dtype)
-    options = like(options, x) | dict(label_smoothing=label_smoothing)
-    assert_same_as_torch(lambda t: M.cross_entropy(t, target, **like(options, t)),
-                         lambda t: F.cross_entropy(t, target, **like(options, t)), x)
+    options = like(options | dict(target=target), x) | dict(label_smoothing=label_smoothing)
+    # Probabilities are rounded to x's dtype like the weights; torch's spatial kernel takes no uint8 targets.
+    target = options.pop('target')
+    torch_target = target if target.is_floating_point() else target.long()
+    assert_same_as_torch(lambda t: M.cross_entropy(t, **like(dict(target=target) | options, t)),
+                         lambda t: F.cross_entropy(t, **like(dict(target=torch_target) | options, t)), x)
 
 
 @pytest.mark.parametrize('reduction', M.REDUCTIONS)
 @pytest.mark.parametrize('label_smoothing', [0.0, 0.2])
 @pytest.mark.parametrize('weighted', [False, True])
+@pytest.mark.parametrize('target_kind', ['indices', 'probabilities'])
 @pytest.mark.parametrize('shape', [(7,), (6, 7), (3, 7, 2, 2)])
-def test_cross_entropy_gradcheck(reduction, label_smoothing, weighted, shape):
+def test_cross_entropy_gradcheck_and_gradgradcheck(reduction, label_smoothing, weighted, target_kind, shape):
+    """The hand-written backward, differentiated by finite differences once (gradcheck) and twice
+    (gradgradcheck: the backward is itself differentiable), also with respect to probability targets."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
     class_dim = 0 if len(shape) == 1 else 1
-    target = torch.randint(0, 7, shape[:class_dim] + shape[class_dim + 1:], generator=gen)
-    if target.dim() > 0:
-        target.view(-1)[0] = -100
     weight = torch.rand(7, generator=gen, dtype=torch.float64) + 0.1 if weighted else None
-    loss = lambda t: M.cross_entropy(t, target, weight=weight, reduction=reduction, label_smoothing=label_smoothing)
-    assert torch.autograd.gradcheck(loss, (x,))
+    options = dict(weight=weight, reduction=reduction, label_smoothing=label_smoothing)
+    if target_kind == 'probabilities':
+        target = torch.rand(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+        inputs, loss = (x, target), lambda t, q: M.cross_entropy(t, q, **options)
+    else:
+        target = torch.randint(0, 7, shape[:class_dim] + shape[class_dim + 1:], generator=gen)
+        if target.dim() > 0:
+            target.view(-1)[0] = -100
+        inputs, loss = (x,), lambda t: M.cross_entropy(t, target, **options)
+    assert torch.autograd.gradcheck(loss, inputs)
+    assert torch.autograd.gradgradcheck(loss, inputs)
+
+
+def test_second_derivative_of_cross_entropy_equals_torchs():
+    """The issue's example: a gradient of the gradient, once silently wrong."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    target, w = torch.tensor([2, 2]), torch.randn(2, 3, generator=gen, dtype=torch.float64)
+
+    def second_derivative(loss):
+        (g,) = torch.autograd.grad(loss(x, target) ** 2, x, create_graph=True)
+        return torch.autograd.grad((g * w).sum(), x)[0]
+    torch.testing.assert_close(second_derivative(M.cross_entropy), second_derivative(F.cross_entropy))
+
+
+def test_empty_reduced_dimension_gives_what_torch_gives():
+    assert M.softmax(torch.empty(5, 0, 0), -1).shape == (5, 0, 0)
+    assert M.log_softmax(torch.empty(5, 0, 0), -1).shape == (5, 0, 0)
+    assert torch.equal(M.logsumexp(torch.empty(2, 0), 1), torch.logsumexp(torch.empty(2, 0), 1))  # -inf, -inf
+    assert M.logsumexp(torch.empty(0, 3), 1).shape == (0,)
+
+
+@pytest.mark.parametrize('fn, theirs', [(M.softmax, F.softmax), (M.log_softmax, F.log_softmax)])
+def test_softmax_dtype_casts_first_as_torch(fn, theirs):
+    x = torch.randn(4, 5).half()
+    assert fn(x, 1, dtype=torch.float64).dtype == torch.float64
+    torch.testing.assert_close(fn(x, 1, dtype=torch.float64), theirs(x, 1, dtype=torch.float64))
+
+
+def test_uint8_targets_with_class_weights_as_torch():
+    """uint8 targets index the class weights (they were once taken for a boolean mask), N == C included."""
+    x = torch.randn(3, 3, dtype=torch.float64)
+    weight = torch.tensor([0.2, 1.0, 3.0], dtype=torch.float64)
+    for target in (torch.tensor([2, 0, 1], dtype=torch.uint8), torch.tensor([2, 2], dtype=torch.uint8)):
+        logits = x[:len(target)]
+        torch.testing.assert_close(M.nll_loss(logits, target, weight=weight), F.nll_loss(logits, target, weight=weight))
+        torch.testing.assert_close(M.cross_entropy(logits, target, weight=weight),
+                                   F.cross_entropy(logits, target, weight=weight))
+
+
+def test_probability_targets_are_soft_labels_and_ignore_index_is_refused():
+    """Probabilities are kept as they are (not truncated to class 0 by .long()), as torch's soft labels."""
+    x = torch.randn(4, 5, dtype=torch.float64)
+    q = torch.softmax(torch.randn(4, 5, dtype=torch.float64), 1)
+    torch.testing.assert_close(M.cross_entropy(x, q), F.cross_entropy(x, q))
+    torch.testing.assert_close(M.cross_entropy(x, q), -(q * torch.log_softmax(x, 1)).sum(1).mean())
+    with pytest.raises(ValueError, match="ignore_index=1 is for class indices"):
+        M.cross_entropy(x, q, ignore_index=1)
+    with pytest.raises(ValueError, match="integer tensor"):
+        M.nll_loss(x, q)
 
 
 @pytest.mark.parametrize('dtype', DTYPES)
 @given(x=logit_tensors(min_dims=2, max_dims=2), reduction=st.sampled_from(['mean', 'sum']), seed=st.integers(0, 99))
 def test_plain_cross_entropy_matches_torch(dtype, x, reduction, seed):
-    """The chapter's case, (N, C) logits with no weights, ignored samples or smoothing, has its own Function."""
+    """The chapter's case, (N, C) logits with no weights, ignored samples or smoothing, and every extreme."""
     target = torch.randint(0, x.shape[1], x.shape[:1], generator=torch.Generator().manual_seed(seed))
     assert_same_as_torch(lambda t: M.cross_entropy(t, target, reduction=reduction),
                          lambda t: F.cross_entropy(t, target, reduction=reduction), x.to(dtype))
-
-
-@pytest.mark.parametrize('reduction', ['mean', 'sum'])
-def test_plain_case_and_the_options_path_agree(reduction):
-    """cross_entropy's plain case and cross_entropy_with_options, two backward passes derived apart, give the
-    same values and gradients where the options are all off."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(9, 5, generator=gen, dtype=torch.float64, requires_grad=True)
-    target = torch.randint(0, 5, (9,), generator=gen)
-    assert torch.autograd.gradcheck(lambda t: M.cross_entropy(t, target, reduction=reduction), (x,))
-    plain = values_and_grads(lambda t: M.cross_entropy(t, target, reduction=reduction), x)
-    general = values_and_grads(lambda t: M.cross_entropy_with_options(t, target, reduction=reduction), x)
-    for ours, theirs in zip(plain, general):
-        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize('dtype', DTYPES)
@@ -193,9 +250,9 @@ def test_cross_entropy_is_nll_loss_of_log_softmax(dtype, x, reduction, seed):
                          lambda t: M.nll_loss(M.log_softmax(t, dim=1), target, reduction=reduction), x.to(dtype))
 
 
-def test_plain_case_takes_any_integer_targets_and_leaves_ignored_ones_to_the_options():
-    """int64 or narrower targets give the same loss; a target equal to ignore_index goes through
-    cross_entropy_with_options; one out of range is named."""
+def test_any_integer_targets_and_ignored_ones():
+    """int64 or narrower targets give the same loss; a target equal to ignore_index counts for nothing; one
+    out of range is named."""
     x = torch.randn(5, 7, dtype=torch.float64)
     target = torch.tensor([0, 6, 3, 3, 1])
     expected = F.cross_entropy(x, target)
@@ -246,7 +303,7 @@ def test_bad_targets_are_errors_that_name_the_value_and_range(loss):
         loss(x, torch.tensor([-1, 1, 3, 2]))
     with pytest.raises(ValueError, match=r"target has shape \(4, 1\).*shape \(4,\)"):
         loss(x, torch.zeros(4, 1, dtype=torch.long))
-    with pytest.raises(ValueError, match="integer tensor"):
+    with pytest.raises(ValueError, match=r"integer tensor|class probabilities.*\(4, 37\).*\.long\(\)"):
         loss(x, torch.zeros(4))
     with pytest.raises(ValueError, match=r"weight has shape \(3,\), expected \(37,\)"):
         loss(x, torch.zeros(4, dtype=torch.long), weight=torch.ones(3))

@@ -70,26 +70,26 @@ def test_sgd_equals_torch_step_for_step(dtype, lr, momentum, weight_decay, n_ste
 
 
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
-@pytest.mark.parametrize('decouple_wd', [True, False])
+@pytest.mark.parametrize('decoupled_weight_decay', [True, False])
 @pytest.mark.parametrize('foreach', [True, False])
 @given(lr=st.floats(1e-5, 0.1), beta1=st.sampled_from([0.0, 0.85, 0.9, 0.95]), beta2=st.sampled_from([0.9, 0.99, 0.999]),
        eps=st.sampled_from([1e-8, 1e-5, 1e-3]), weight_decay=st.sampled_from([0.0, 0.01, 0.3]),
        n_steps=st.integers(10, 40), new_lr=st.floats(1e-5, 0.1), new_beta1=st.sampled_from([0.85, 0.95]))
-def test_adam_equals_torch_adamw_or_adam(dtype, decouple_wd, foreach, lr, beta1, beta2, eps, weight_decay, n_steps,
+def test_adam_equals_torch_adamw_or_adam(dtype, decoupled_weight_decay, foreach, lr, beta1, beta2, eps, weight_decay, n_steps,
                                          new_lr, new_beta1):
-    torch_adam = torch.optim.AdamW if decouple_wd else torch.optim.Adam
+    torch_adam = torch.optim.AdamW if decoupled_weight_decay else torch.optim.Adam
     # The schedule moves beta1 as momentum, and the learner sets each group's lr: both mid-run here.
     mutate = change_groups([(3, 0, 'lr', new_lr), (6, 1, 'betas', (new_beta1, beta2)),
                             (8, 0, 'weight_decay', weight_decay / 2)])
     options = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)
-    compare(lambda p: Adam(p, decouple_wd=decouple_wd, foreach=foreach, **options),
+    compare(lambda p: Adam(p, decoupled_weight_decay=decoupled_weight_decay, foreach=foreach, **options),
             lambda p: torch_adam(p, **options), dtype, n_steps, mutate, grouped=True)
 
 
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
-@given(decouple_wd=st.booleans(), lr=st.floats(1e-5, 0.1), beta1=st.sampled_from([0.0, 0.9]),
+@given(decoupled_weight_decay=st.booleans(), lr=st.floats(1e-5, 0.1), beta1=st.sampled_from([0.0, 0.9]),
        weight_decay=st.sampled_from([0.0, 0.01, 0.3]), n_steps=st.integers(4, 12), unfreeze_at=st.integers(1, 3))
-def test_foreach_adam_equals_the_per_parameter_adam_to_the_bit(dtype, decouple_wd, lr, beta1, weight_decay, n_steps,
+def test_foreach_adam_equals_the_per_parameter_adam_to_the_bit(dtype, decoupled_weight_decay, lr, beta1, weight_decay, n_steps,
                                                                unfreeze_at):
     """The readable per-parameter loop is the reference; the first layer is frozen for the first steps, so
     that parameters of one group have taken different numbers of steps (bias corrections apart).
@@ -100,7 +100,7 @@ def test_foreach_adam_equals_the_per_parameter_adam_to_the_bit(dtype, decouple_w
     def run(foreach):
         model = small_model(dtype)
         optimizer = Adam(two_groups(model), lr=lr, betas=(beta1, 0.99), weight_decay=weight_decay,
-                         decouple_wd=decouple_wd, foreach=foreach)
+                         decoupled_weight_decay=decoupled_weight_decay, foreach=foreach)
         model[0].weight.requires_grad_(False)
 
         def mutate(step, optimizer):
@@ -122,8 +122,8 @@ def test_foreach_adam_equals_the_per_parameter_adam_to_the_bit(dtype, decouple_w
 def test_adam_defaults_are_fastais():
     adam = Adam(small_model(torch.float32).parameters())
     group = adam.param_groups[0]
-    assert (group['lr'], group['betas'], group['eps'], group['weight_decay'], group['decouple_wd']) == \
-        (1e-3, (0.9, 0.99), 1e-5, 0.01, True)
+    assert (group['lr'], group['betas'], group['eps'], group['weight_decay'], group['decoupled_weight_decay'],
+            group['amsgrad'], group['maximize'], group['foreach']) == (1e-3, (0.9, 0.99), 1e-5, 0.01, True, False, False, True)
 
 
 def test_parameters_without_gradient_are_left_alone():
