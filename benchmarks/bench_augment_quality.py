@@ -43,12 +43,13 @@ N_IMAGES, SIZE_IN = 8, 460
 
 
 def draws(n, seed):
-    """The crop C and the rest A of aug_transforms(size, min_scale=0.75)'s draws, per image."""
+    """The crop C and the rest A of aug_transforms(size, min_scale=0.75)'s draws, per image, and the rest's
+    parameters (for the 4-pass chain, which applies them one by one)."""
     generator = torch.Generator().manual_seed(seed)
-    crop = H.random_resized_crop_matrices(n, 0.75, generator=generator).double()
-    rest = AugTransform(min_scale=1.0, seed=seed).draw_matrices(n).double()
-    rest_parts = AugTransform(min_scale=1.0, seed=seed)  # the same draws, kept apart for the 4-pass chain
-    return crop, rest, rest_parts
+    crop = H.random_resized_crop_matrices(n, 0.75, ratio=(1, 1), generator=generator).double()
+    augmentation = AugTransform(min_scale=1.0, seed=seed)
+    geometry = augmentation.draw_geometry(n)
+    return crop, augmentation.matrices(geometry, n).double(), geometry
 
 
 def footprint_average(continuous, matrices, size, taps=8):
@@ -115,17 +116,13 @@ def chain(x, matrices_in_order, size):
 
 
 def main():
-    crop, rest, parts = draws(N_IMAGES, seed=0)
+    crop, rest, g = draws(N_IMAGES, seed=0)
     full = crop @ rest
-    # The 4-pass chain needs the parts separately: draw them again from the same seed, stage by stage.
-    n = N_IMAGES
-    g = parts
-    flip = H.flip_matrices(g._chosen(n, 0.5)).double()
-    rotation = H.rotation_matrices(g._uniform(n, -g.max_rotate, g.max_rotate) * g._chosen(n, g.p_affine)).double()
-    scales = torch.where(g._chosen(n, g.p_affine), g._uniform(n, g.min_zoom, g.max_zoom), torch.ones(n, dtype=torch.float64))
-    zoom = H.zoom_matrices(scales, torch.stack([g._uniform(n, 0, 1), g._uniform(n, 0, 1)], 1)).double()
-    chosen = g._chosen(n, g.p_affine)
-    perspective = H.perspective_matrices(*[g._uniform(n, -g.max_warp, g.max_warp) * chosen for _ in range(2)]).double()
+    # The 4-pass chain applies the parameters stage by stage.
+    flip = H.flip_matrices(g['flip']).double()
+    rotation = H.rotation_matrices(g['angle']).double()
+    zoom = H.zoom_matrices(g['zoom'], g['zoom_centre']).double()
+    perspective = H.perspective_matrices(g['warp_x'], g['warp_y']).double()
     torch.testing.assert_close(flip @ rotation @ zoom @ perspective, rest.double(), atol=1e-5, rtol=0)
 
     rows = []

@@ -6,7 +6,8 @@
 #      (with and without --sync-bn) where there are 2 GPUs, and minigrad against torch's OpInfo samples and
 #      optimizer settings on CUDA (capturable Adam among them);
 #   2. the GPU augmentation benchmark (batches of 64 and 256);
-#   3. where an epoch of the main job goes on the GPU (bench_epoch.py), and a main job, timed.
+#   3. where an epoch of the main job goes on the GPU (bench_epoch.py), and a main job, timed, its model and
+#      plots checked, its model predicting the sample.
 # Usage, from a fresh checkout:  pip install -e ".[dev]" && bash benchmarks/gpu_check.sh
 # Exits non-zero if any step failed; every step runs either way.
 set -uo pipefail
@@ -27,6 +28,10 @@ step "augmentation benchmark" python benchmarks/bench_augment.py --device cuda
 step "epoch profile" python benchmarks/bench_epoch.py -- --device cuda
 out=$(mktemp -d)
 step "main job on the GPU" bash -c "time python -m pets.run --device cuda --out '$out'"
+# The run ends with the model and every plot written (a device tensor reaching .numpy() once lost them all).
+step "main job's outputs" bash -c "cd '$out' && ls -l model.pth history.csv history.md loss.png schedule.png \
+    confusion_matrix.png top_losses.png batch.png"
+step "the exported model predicts" python -m pets.predict "$out/model.pth" pets/data/sample/oxford-pets-sample/images
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then

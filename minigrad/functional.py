@@ -17,14 +17,28 @@ again, as torch's own backward passes can.
 
 Half-precision inputs (float16, bfloat16) are computed in float32 and the result cast back, the way
 torch's own kernels accumulate: a sum of 1000 exponentials in float16 would lose most of its digits.
+Under torch.autocast the functions follow autocast's policy: those on its float32 list (the losses on every
+device; softmax and log_softmax on CUDA) take a 16-bit input as float32 and return float32, as torch's do.
 """
 import torch
 
 REDUCTIONS = ('none', 'mean', 'sum')
+HALF = (torch.float16, torch.bfloat16)
 
 
 def _compute_dtype(x):
-    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    return torch.float32 if x.dtype in HALF else x.dtype
+
+
+def _autocast_float32(x, devices=('cpu', 'cuda')):
+    """x as float32 where torch's autocast computes the op in float32 (its float32 list): a 16-bit x inside
+    an autocast region of its device type, for an op on that device's list. Elsewhere x as it is.
+
+    A mixed-precision loss then stays float32, as torch's does: in float16, a GradScaler's 65536 x loss
+    would overflow, and a bfloat16 loss keeps 2-3 digits."""
+    if x.dtype in HALF and x.device.type in devices and torch.is_autocast_enabled(x.device.type):
+        return x.float()
+    return x
 
 
 def _log_sum_exp_parts(x, dim):
@@ -102,7 +116,8 @@ def softmax(x, dim=-1, dtype=None):
         dim: the dimension along which the probabilities sum to 1.
         dtype: if given, x is cast to it first (and the result has it), as in torch.
     """
-    return _Softmax.apply(x if dtype is None else x.to(dtype), dim)
+    x = _autocast_float32(x, devices=('cuda',)) if dtype is None else x.to(dtype)
+    return _Softmax.apply(x, dim)
 
 
 class _LogSoftmax(torch.autograd.Function):
@@ -139,7 +154,8 @@ def log_softmax(x, dim=-1, dtype=None):
         dim: the dimension along which the probabilities sum to 1.
         dtype: if given, x is cast to it first (and the result has it), as in torch.
     """
-    return _LogSoftmax.apply(x if dtype is None else x.to(dtype), dim)
+    x = _autocast_float32(x, devices=('cuda',)) if dtype is None else x.to(dtype)
+    return _LogSoftmax.apply(x, dim)
 
 
 def _reduce(losses, count, reduction):
@@ -168,6 +184,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction='mean'):
         ignore_index: a target value whose samples are skipped.
         reduction: 'none' | 'mean' | 'sum'.
     """
+    input = _autocast_float32(input)
     class_dim = check_class_targets(input, target, weight, ignore_index, reduction)
     dtype = _compute_dtype(input)
     index, w_t, counted = class_index_weights(target, weight, ignore_index, dtype)
@@ -266,6 +283,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction='mean
         reduction: 'none' | 'mean' | 'sum'.
         label_smoothing: eps in [0, 1].
     """
+    input = _autocast_float32(input)
     check_class_targets(input, target, weight, ignore_index, reduction, label_smoothing, probabilities=True)
     return _CrossEntropy.apply(input, target, weight, ignore_index, reduction, float(label_smoothing))
 
@@ -284,7 +302,10 @@ def check_class_targets(input, target, weight, ignore_index, reduction, label_sm
     Shapes as torch: input (C,) with a 0-d target, or (N, C, d1, ...) with target (N, d1, ...); with
     probabilities=True (cross_entropy) a float target of input's own shape holds class probabilities.
     A bad class index is an error that names it, never a silent clamp: gather with an out-of-range index
-    would read another sample's memory on some devices, and a clamped label trains the wrong class.
+    would read another sample's memory on some devices, and a clamped label trains the wrong class. The range
+    is checked on the CPU, where reading it is free; on a GPU that read would make the host wait for the
+    device at every call, so a bad index is left to the device's own check (CUDA's gather stops with a
+    device-side assert, as torch's own losses do).
     """
     if not input.is_floating_point():
         raise ValueError(f"input must be floating point (log-probabilities or logits), got {input.dtype}")
@@ -313,7 +334,7 @@ def check_class_targets(input, target, weight, ignore_index, reduction, label_sm
     if target.shape != expected:
         raise ValueError(f"target has shape {tuple(target.shape)} but input of shape {tuple(input.shape)} "
                          f"needs a target of shape {tuple(expected)}: one class index per sample")
-    if target.numel() == 0:
+    if target.numel() == 0 or target.device.type != 'cpu':
         return class_dim
     lo, hi = (int(v) for v in torch.aminmax(target))
     if lo < 0 or hi >= n_classes:  # the slow search runs only when something may be wrong
@@ -441,6 +462,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction='mean
     if target.shape != input.shape:
         raise ValueError(f"target has shape {tuple(target.shape)} but input has shape {tuple(input.shape)}; "
                          f"binary cross-entropy needs one target per logit")
+    input = _autocast_float32(input)
     dtype = _compute_dtype(input)
     x, t = input.to(dtype), target.to(dtype)
     p = 1 if pos_weight is None else pos_weight.to(dtype)

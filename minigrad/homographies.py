@@ -119,27 +119,38 @@ def crop_matrices(widths, heights, centres):
     return m
 
 
-def random_resized_crop_matrices(n, min_scale=0.08, ratio=(3 / 4, 4 / 3), generator=None, device=None):
-    """Random crops as torchvision's RandomResizedCrop draws them, one per image.
+def random_resized_crop_boxes(n, min_scale=0.08, ratio=(3 / 4, 4 / 3), generator=None, aspect=1.0):
+    """Random crops as torchvision's RandomResizedCrop draws them, one per image: (widths, heights, centres),
+    the boxes' sizes as fractions of the image's width and height and their centres (N, 2) in normalised
+    coordinates, ready for crop_matrices.
 
-    Area fraction s ~ U(min_scale, 1) and aspect ratio r log-uniform in `ratio`, so the box is sqrt(s r)
-    of the width by sqrt(s / r) of the height; a box that does not fit is drawn again (10 tries, as
-    torchvision), then falls back to the largest centred box of ratio 1. Its centre is uniform over the
-    positions that keep the whole box inside the image: with no rotation or warp, nothing is sampled from
-    outside.
+    Area fraction s ~ U(min_scale, 1) and the box's aspect ratio r (width / height in pixels) log-uniform in
+    `ratio`. For an image of aspect a = W / H the box is then sqrt(s r / a) of the width by sqrt(s a / r) of
+    the height (so that w W / (h H) = r); a box that does not fit is drawn again (10 tries, as torchvision),
+    then falls back to the largest centred box whose ratio is in `ratio` (the whole image if its own aspect
+    is). Its centre is uniform over the positions that keep
+    the whole box inside the image: with no rotation or warp, nothing is sampled from outside. ratio=(1, 1)
+    (fastai's aug_transforms) crops squares from which a square output is resized without stretching.
     """
-    widths, heights = torch.ones(n), torch.ones(n)
+    fallback = min(max(aspect, ratio[0]), ratio[1]) / aspect  # the fallback box's width / height, unit coordinates
+    widths, heights = torch.full((n,), min(fallback, 1.0)), torch.full((n,), min(1 / fallback, 1.0))
     todo = torch.ones(n, dtype=torch.bool)
     for _ in range(10):
         area = torch.empty(n).uniform_(min_scale, 1, generator=generator)
         log_ratio = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
-        w, h = (area * log_ratio.exp()).sqrt(), (area / log_ratio.exp()).sqrt()
+        box_ratio = log_ratio.exp() / aspect  # the box's width / height in the image's unit coordinates
+        w, h = (area * box_ratio).sqrt(), (area / box_ratio).sqrt()
         fits = todo & (w <= 1) & (h <= 1)
         widths[fits], heights[fits] = w[fits], h[fits]
         todo &= ~fits
     free = torch.stack([1 - widths, 1 - heights], dim=1)
     centres = (torch.rand(n, 2, generator=generator) * 2 - 1) * free
-    return crop_matrices(widths, heights, centres).to(device)
+    return widths, heights, centres
+
+
+def random_resized_crop_matrices(n, min_scale=0.08, ratio=(3 / 4, 4 / 3), generator=None, device=None, aspect=1.0):
+    """The crop matrices of random_resized_crop_boxes's boxes."""
+    return crop_matrices(*random_resized_crop_boxes(n, min_scale, ratio, generator, aspect)).to(device)
 
 
 def homography_from_corners(sources, targets):

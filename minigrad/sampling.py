@@ -38,11 +38,13 @@ def reflect(p, low, high):
     return high - (span - a).abs()
 
 
-def eager_shortcuts():
-    """Whether the code may branch on the data's values to skip work (say, padding when every position is
-    inside). Under torch.compile it may not: the compiled loop fuses that work in, cheaper than the test.
-    warp.py's compiled_supersample is the other half of what is specific to compiling."""
-    return not torch.compiler.is_compiling()
+def eager_shortcuts(x):
+    """Whether the code may branch on the values of x to skip work (say, padding when every position is
+    inside): only on the CPU, where reading a value is free. On a GPU the read would make the host wait for
+    the device, which costs more than the work it skips; under torch.compile the compiled loop fuses that
+    work in, cheaper than the test. warp.py's compiled_supersample is the other half of what is specific to
+    compiling."""
+    return x.device.type == 'cpu' and not torch.compiler.is_compiling()
 
 
 def pad_coordinates(p, size, padding_mode, align_corners):
@@ -51,7 +53,7 @@ def pad_coordinates(p, size, padding_mode, align_corners):
     without) and then clamps; 'zeros' leaves it, and grid_sample masks the taps that fall outside."""
     if padding_mode == 'zeros':
         return p
-    if eager_shortcuts():
+    if eager_shortcuts(p):
         low, high = torch.aminmax(p.detach()) if p.numel() else (0, 0)
         if low >= 0 and high <= size - 1:
             return p  # all inside: padding changes nothing (the common case of a crop inside the image)

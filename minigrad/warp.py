@@ -32,10 +32,10 @@ def _input_pixels(pixel_maps, output_size, offsets):
         return (m[:, 0] * js + m[:, 2]) + m[:, 1] * is_
 
     px, py = row(0), row(1)
-    # The perspective divide. Only where every bottom row is (0, 0, 1) is w = 1 everywhere: eager mode then
-    # skips it (a homography times a constant, 2.5 M, is the same map, with w = 2.5: it must divide).
+    # The perspective divide. Only where every bottom row is (0, 0, 1) is w = 1 everywhere: eager mode on
+    # the CPU then skips it (a homography times a constant, 2.5 M, is the same map, with w = 2.5: it must divide).
     # Compiled code always divides: the divide fuses into the sampling loop.
-    if not eager_shortcuts() or not bool((pixel_maps[:, 2] == pixel_maps.new_tensor([0, 0, 1])).all()):
+    if not eager_shortcuts(pixel_maps) or not bool((pixel_maps[:, 2] == pixel_maps.new_tensor([0, 0, 1])).all()):
         w = row(2)
         px, py = px.div_(w), py.div_(w)
     return px, py

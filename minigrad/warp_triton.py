@@ -200,6 +200,11 @@ def _warp_kernel(input_ptr, maps_ptr, taps_ptr, out_ptr, shift_ptr, factor_ptr, 
     _store_tile(out_ptr, values, image, pixels, pixel_ok, channels, out_pixels, BLOCK_C)
 
 
+# Output pixels per program: 256 on a GPU; up to 4096 under the interpreter (fewer, larger programs run
+# faster there). A test lowers the latter to run the multi-tile path, masked last tile included, on the CPU.
+GPU_BLOCK, INTERPRETER_BLOCK = 256, 4096
+
+
 def _launch(input, matrices, size, mode, padding_mode, align_corners, antialias, dtype, render=None):
     """The host's share, then the one launch: warp.sampling_plan's pixel maps and taps laid out for the
     kernel (maps (N, 9) in the coordinates' dtype, int32 taps (N, 2), on the input's device), the output
@@ -224,9 +229,9 @@ def _launch(input, matrices, size, mode, padding_mode, align_corners, antialias,
     options = dict(COMPUTE=tl.float64 if input.dtype == torch.float64 else tl.float32,
                    BLOCK_C=triton.next_power_of_2(channels))
     if input.is_cuda:
-        options.update(BLOCK=256, num_warps=4, enable_fp_fusion=False)
+        options.update(BLOCK=GPU_BLOCK, num_warps=4, enable_fp_fusion=False)
     else:
-        options.update(BLOCK=min(4096, triton.next_power_of_2(out_pixels)))
+        options.update(BLOCK=min(INTERPRETER_BLOCK, triton.next_power_of_2(out_pixels)))
     shift, factor, mean, std = render or (None,) * 4
     unused = maps  # any tensor will do for a pointer the kernel never reads
     _warp_kernel[(triton.cdiv(out_pixels, options['BLOCK']), n)](

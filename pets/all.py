@@ -26,7 +26,7 @@ from pets.data.items import (Categorize, GrandparentSplitter, RandomSplitter, Re
                              parent_label, using_attr)
 from pets.data.show import show_images
 from pets.interpret import ClassificationInterpretation
-from pets.learner import Learner, cnn_learner, load_learner, vision_learner
+from pets.learner import Learner, cnn_learner, load_learner, trainable_params, vision_learner
 from pets.lr_finder import minimum, slide, steep, valley
 from pets.metrics import accuracy, error_rate, top_k_accuracy
 from pets.models import efficientnet_lite0, resnet18, resnet34, resnet50, resnet101, resnet152
@@ -40,7 +40,7 @@ __all__ = [
     'Categorize', 'ImageDataLoaders',
     'load_image', 'read_image', 'verify_images', 'Resize', 'aug_transforms',
     'DataBlock', 'ImageBlock', 'CategoryBlock', 'DataLoader', 'DataLoaders', 'show_images',
-    'Learner', 'cnn_learner', 'vision_learner', 'load_learner', 'SaveCheckpoint',
+    'Learner', 'cnn_learner', 'vision_learner', 'load_learner', 'trainable_params', 'SaveCheckpoint',
     'error_rate', 'accuracy', 'top_k_accuracy', 'minimum', 'steep', 'valley', 'slide',
     'ClassificationInterpretation',
     'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'efficientnet_lite0',

@@ -28,9 +28,9 @@ class AugTransform:
 
     def __init__(self, size=None, min_scale=1.0, do_flip=True, flip_vert=False, max_rotate=10.0, min_zoom=1.0,
                  max_zoom=1.1, max_lighting=0.2, max_warp=0.2, p_affine=0.75, p_lighting=0.75, mode='bilinear',
-                 pad_mode='reflection', align_corners=True, batch=False, seed=None, fused=None):
+                 pad_mode='reflection', align_corners=True, batch=False, seed=None, fused=None, crop_ratio=(1.0, 1.0)):
         self.size = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
-        self.min_scale, self.do_flip, self.flip_vert = min_scale, do_flip, flip_vert
+        self.min_scale, self.crop_ratio, self.do_flip, self.flip_vert = min_scale, tuple(crop_ratio), do_flip, flip_vert
         self.max_rotate, self.min_zoom, self.max_zoom = max_rotate, min_zoom, max_zoom
         self.max_lighting, self.max_warp = max_lighting, max_warp
         self.p_affine, self.p_lighting = p_affine, p_lighting
@@ -40,7 +40,8 @@ class AugTransform:
         self.last_matrices = None
 
     def __repr__(self):
-        return (f"aug_transforms(size={self.size}, min_scale={self.min_scale}, max_rotate={self.max_rotate}, "
+        return (f"aug_transforms(size={self.size}, min_scale={self.min_scale}, crop_ratio={self.crop_ratio}, "
+                f"max_rotate={self.max_rotate}, "
                 f"max_zoom={self.max_zoom}, max_warp={self.max_warp}, max_lighting={self.max_lighting})")
 
     def __call__(self, x, train=True):
@@ -61,36 +62,63 @@ class AugTransform:
         chosen = torch.rand(1 if self.batch else n, generator=self.generator) < p
         return chosen.expand(n)
 
-    def draw_matrices(self, n, aspect=1.0):
+    def draw_geometry(self, n, aspect=1.0):
+        """Each image's random geometry, from fastai's distributions; a transform that its probability does
+        not choose takes its neutral value. A dict of (n,) tensors (aspect: the input's width / height):
+            crop_width, crop_height, crop_centre (n, 2)  with min_scale < 1: a random-resized crop of area
+                                                        U(min_scale, 1), aspect ratio log-uniform in crop_ratio
+            flip (and flip_vertical, transpose with flip_vert)   each with probability 0.5
+            angle         degrees, U(-max_rotate, max_rotate) with probability p_affine, else 0
+            zoom          U(min_zoom, max_zoom) with probability p_affine, else 1; zoom_centre (n, 2) U(0, 1)
+            warp_x, warp_y  U(-max_warp, max_warp), each with probability p_affine on its own (as fastai's
+                          _WarpCoord draws its two masks), else 0
+        """
+        geometry = {}
+        if self.min_scale < 1:
+            boxes = H.random_resized_crop_boxes(1 if self.batch else n, self.min_scale, self.crop_ratio,
+                                                generator=self.generator, aspect=aspect)
+            geometry['crop_width'], geometry['crop_height'] = (b.double().expand(n) for b in boxes[:2])
+            geometry['crop_centre'] = boxes[2].double().expand(n, 2)
+        if self.do_flip:
+            geometry['flip'] = self._chosen(n, 0.5)
+            if self.flip_vert:
+                geometry['flip_vertical'], geometry['transpose'] = self._chosen(n, 0.5), self._chosen(n, 0.5)
+        if self.max_rotate > 0:
+            geometry['angle'] = self._uniform(n, -self.max_rotate, self.max_rotate) * self._chosen(n, self.p_affine)
+        if self.max_zoom > 1 or self.min_zoom < 1:
+            geometry['zoom'] = torch.where(self._chosen(n, self.p_affine), self._uniform(n, self.min_zoom, self.max_zoom),
+                                           torch.ones(n, dtype=torch.float64))
+            geometry['zoom_centre'] = torch.stack([self._uniform(n, 0, 1), self._uniform(n, 0, 1)], dim=1)
+        if self.max_warp > 0:
+            for axis in ('warp_x', 'warp_y'):
+                geometry[axis] = self._uniform(n, -self.max_warp, self.max_warp) * self._chosen(n, self.p_affine)
+        return geometry
+
+    def matrices(self, geometry, n, aspect=1.0):
         """One output->input matrix per image: crop @ flip @ rotation @ zoom @ warp (the warp acts first on
         the output's coordinates, the crop last, so each stage sees the image the previous one made)."""
         m = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
-        if self.min_scale < 1:
-            crop = H.random_resized_crop_matrices(1 if self.batch else n, self.min_scale, generator=self.generator)
-            m = crop.double().expand(n, 3, 3) @ m
-        if self.do_flip:
-            flips = self._chosen(n, 0.5)
-            m = m @ H.flip_matrices(flips).double()
-            if self.flip_vert:
-                vertical = self._chosen(n, 0.5)
-                m = m @ torch.diag_embed(torch.stack([torch.ones(n), 1 - 2 * vertical.float(), torch.ones(n)],
-                                                     dim=1)).double()
-                transpose = self._chosen(n, 0.5)  # with both flips: all 8 symmetries of the square (Dihedral)
-                swap = torch.tensor([[0.0, 1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.float64)
-                m = torch.where(transpose[:, None, None], m @ swap, m)
-        if self.max_rotate > 0:
-            angles = self._uniform(n, -self.max_rotate, self.max_rotate) * self._chosen(n, self.p_affine)
-            m = m @ H.rotation_matrices(angles, aspect).double()
-        if self.max_zoom > 1 or self.min_zoom < 1:
-            scales = torch.where(self._chosen(n, self.p_affine), self._uniform(n, self.min_zoom, self.max_zoom),
-                                 torch.ones(n, dtype=torch.float64))
-            centres = torch.stack([self._uniform(n, 0, 1), self._uniform(n, 0, 1)], dim=1)
-            m = m @ H.zoom_matrices(scales, centres).double()
-        if self.max_warp > 0:
-            chosen = self._chosen(n, self.p_affine)
-            magnitudes = [self._uniform(n, -self.max_warp, self.max_warp) * chosen for _ in range(2)]
-            m = m @ H.perspective_matrices(*magnitudes).double()
+        if 'crop_width' in geometry:
+            m = H.crop_matrices(geometry['crop_width'], geometry['crop_height'], geometry['crop_centre']).double() @ m
+        if 'flip' in geometry:
+            m = m @ H.flip_matrices(geometry['flip']).double()
+        if 'flip_vertical' in geometry:
+            m = m @ torch.diag_embed(torch.stack([torch.ones(n), 1 - 2 * geometry['flip_vertical'].float(),
+                                                  torch.ones(n)], dim=1)).double()
+            swap = torch.tensor([[0.0, 1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.float64)
+            # with both flips: all 8 symmetries of the square (fastai's Dihedral)
+            m = torch.where(geometry['transpose'][:, None, None], m @ swap, m)
+        if 'angle' in geometry:
+            m = m @ H.rotation_matrices(geometry['angle'], aspect).double()
+        if 'zoom' in geometry:
+            m = m @ H.zoom_matrices(geometry['zoom'], geometry['zoom_centre']).double()
+        if 'warp_x' in geometry:
+            m = m @ H.perspective_matrices(geometry['warp_x'], geometry['warp_y']).double()
         return m.float()
+
+    def draw_matrices(self, n, aspect=1.0):
+        """n random output->input matrices: draw_geometry's parameters, composed by matrices."""
+        return self.matrices(self.draw_geometry(n, aspect), n, aspect)
 
     def draw_lighting(self, n):
         """Per image (shift, factor) for brightness and contrast in logit space, fastai's way.
@@ -177,11 +205,17 @@ def compiled_adjust():
 
 def aug_transforms(mult=1.0, do_flip=True, flip_vert=False, max_rotate=10.0, min_zoom=1.0, max_zoom=1.1,
                    max_lighting=0.2, max_warp=0.2, p_affine=0.75, p_lighting=0.75, size=None, mode='bilinear',
-                   pad_mode='reflection', align_corners=True, batch=False, min_scale=1.0, seed=None, fused=None):
+                   pad_mode='reflection', align_corners=True, batch=False, min_scale=1.0, seed=None, fused=None,
+                   crop_ratio=(1.0, 1.0)):
     """fastai's aug_transforms, with its arguments and defaults, as ONE batch transform (AugTransform).
 
     mult scales max_rotate, max_lighting and max_warp. size: the output size (int or (h, w)); with
-    min_scale < 1 a random-resized crop of at least that fraction of the area comes first. batch=True
+    min_scale < 1 a random-resized crop of at least that fraction of the area comes first, its aspect ratio
+    (width / height in pixels) drawn log-uniformly from crop_ratio: (1, 1) by default, square crops that
+    are not stretched, as fastai's aug_transforms (RandomResizedCropGPU(size, min_scale, ratio=(1, 1)));
+    torchvision's RandomResizedCrop draws from (3/4, 4/3): a 4:3 box resized to a square changes the
+    image's proportions by a third.
+    (crop_ratio is not in fastai's signature.) batch=True
     draws one set of parameters for the whole batch (fastai's option); by default each image draws its own.
     seed: draws from a private generator seeded with it, a repeatable sequence whatever else runs (default:
         draws from torch's global generator as each batch is augmented; pets.rng).
@@ -195,4 +229,4 @@ def aug_transforms(mult=1.0, do_flip=True, flip_vert=False, max_rotate=10.0, min
                         max_rotate=max_rotate * mult, min_zoom=min_zoom, max_zoom=max_zoom,
                         max_lighting=max_lighting * mult, max_warp=max_warp * mult, p_affine=p_affine,
                         p_lighting=p_lighting, mode=mode, pad_mode=pad_mode, align_corners=align_corners,
-                        batch=batch, seed=seed, fused=fused)
+                        batch=batch, seed=seed, fused=fused, crop_ratio=crop_ratio)

@@ -235,7 +235,7 @@ def restore_checkpoint(learn, saved):
     recorder.moms, recorder.values = list(saved['recorder']['moms']), list(saved['recorder']['values'])
     set_rng_states(learn, saved['rng'][rank()])
     if saved['scaler'] is not None:  # the identity check made sure the learner runs float16 too
-        mixed_precision_callback(learn).load_scaler_state(saved['scaler'])
+        mixed_precision_callback(learn).load_scaler_state(saved['scaler'], learn.dls.device)
 
 
 class SaveCheckpoint:

@@ -81,23 +81,25 @@ def broadcast(value):
     return box[0]
 
 
-def gather_in_order(outputs, targets):
-    """Every process's (outputs, targets) of its validation shard, put back into the set's order.
+def gather_in_order(outputs, targets, positions=None):
+    """Every process's (outputs, targets, positions) of its validation shard, put back into the set's order.
 
-    Shard r holds items r, r + N, r + 2N, ... (see EpochSampler), so item i is row i // N of shard i % N.
-    If a process left out an unreadable file, the shards no longer follow that pattern; they are then
-    concatenated, which keeps the metrics right but not the order of get_preds."""
-    parts = all_gather((outputs.cpu(), None if targets is None else targets.cpu()))
+    With positions (each row's dataset index) the rows are sorted by them: exact, even where a process left
+    out an unreadable file. Without, shard r holds items r, r + N, r + 2N, ... (see EpochSampler), so item i
+    is row i // N of shard i % N; if the shards no longer follow that pattern they are concatenated, which
+    keeps the metrics right but not the order."""
+    parts = all_gather(tuple(None if t is None else t.cpu() for t in (outputs, targets, positions)))
     n = sum(len(p[0]) for p in parts)
     count = len(parts)
-    if all(len(p[0]) == len(range(r, n, count)) for r, p in enumerate(parts)):
+    if positions is not None:
+        order = torch.cat([p[2] for p in parts]).argsort(stable=True)
+    elif all(len(p[0]) == len(range(r, n, count)) for r, p in enumerate(parts)):
         order = torch.cat([torch.arange(r, n, count) for r in range(count)]).argsort()
     else:
         order = torch.arange(n)
-    gathered_outputs = torch.cat([p[0] for p in parts])[order].to(outputs.device)
-    if targets is None:
-        return gathered_outputs, None
-    return gathered_outputs, torch.cat([p[1] for p in parts])[order].to(targets.device)
+    gathered = lambda i, device: torch.cat([p[i] for p in parts])[order].to(device)
+    return (gathered(0, outputs.device), None if targets is None else gathered(1, targets.device),
+            None if positions is None else gathered(2, 'cpu'))
 
 
 @contextlib.contextmanager

@@ -4,25 +4,33 @@
     interp.most_confused(min_val=2)       # [('staffordshire_bull_terrier', 'american_pit_bull_terrier', 3), ...]
     interp.plot_confusion_matrix(figsize=(12, 12), dpi=60)
     learn.show_results()                  # validation images titled actual / predicted
+
+Each row keeps its item (the image file), carried through the loader with the prediction: a file that
+could not be read has no row, and the rows after it still show their own images.
 """
 import torch
 
 from pets.data.show import show_images
+from pets.inference import predictions
 
 
 class ClassificationInterpretation:
-    """Predictions, targets and per-sample losses of one data set, and views of them."""
+    """Predictions, targets and per-sample losses of one data set (on the CPU), the item of each row (by
+    default dl's items, one row each), and views of them."""
 
-    def __init__(self, learn, dl, probabilities, targets, losses):
+    def __init__(self, learn, dl, probabilities, targets, losses, items=None):
         self.learn, self.dl, self.vocab = learn, dl, learn.dls.vocab
         self.probabilities, self.targets, self.losses = probabilities, targets, losses
+        self.items = list(items) if items is not None else list(dl.items)
         self.predictions = probabilities.argmax(dim=1)
 
     @classmethod
-    def from_learner(cls, learn, ds_idx=1):
-        """Runs the learner over data set ds_idx (1: validation)."""
-        probabilities, targets, losses = learn.get_preds(ds_idx=ds_idx, with_loss=True)
-        return cls(learn, learn.dls[ds_idx], probabilities, targets, losses)
+    def from_learner(cls, learn, ds_idx=1, dl=None):
+        """Runs the learner over data set ds_idx (1: validation) or dl."""
+        dl = dl if dl is not None else learn.dls[ds_idx]
+        result = predictions(learn, dl, with_loss=True)
+        items = [dl.items[i] for i in result.positions.tolist()]
+        return cls(learn, dl, result.probabilities, result.targets, result.losses, items)
 
     def confusion_matrix(self):
         """C x C counts: row = actual class, column = predicted class."""
@@ -61,14 +69,15 @@ class ClassificationInterpretation:
         return figure
 
     def plot_top_losses(self, k=9, nrows=None):
-        """The k images with the highest loss, titled predicted / actual, then loss / probability of the actual
-        (fastai's order; the two names on lines of their own, so that long breed names fit)."""
-        losses, indices = self.top_losses(k)
-        items = [self.dl.dataset.items[int(i)] for i in indices]
+        """The k images with the highest loss, titled as fastai titles them: predicted / actual, then the
+        loss / the probability of the prediction (the two names on lines of their own, so that long breed
+        names fit)."""
+        losses, rows = self.top_losses(k)
+        items = [self.items[i] for i in rows.tolist()]
         images = self.learn.dls.test_dl(items, bs=len(items)).one_batch()
         titles = [f"{self.vocab[int(self.predictions[i])]} /\n{self.vocab[int(self.targets[i])]}\n"
-                  f"{float(loss):.2f} / {float(self.probabilities[i, self.targets[i]]):.2f}"
-                  for loss, i in zip(losses, indices)]
+                  f"{float(loss):.2f} / {float(self.probabilities[i].max()):.2f}"
+                  for loss, i in zip(losses, rows.tolist())]
         return show_images(images, titles, nrows=nrows, ncols=min(3, len(items)), fontsize=9)
 
 
@@ -76,12 +85,12 @@ def show_results(learn, ds_idx=1, dl=None, max_n=9, nrows=None, ncols=3, figsize
     """fastai's learn.show_results: the first max_n images of data set ds_idx (1: validation) or of dl, each
     titled with its actual and predicted label, green where the prediction is right, red where it is wrong."""
     dataset = (dl if dl is not None else learn.dls[ds_idx]).dataset
-    items, targets = dataset.items[:max_n], dataset.targets[:max_n]
-    test = learn.dls.test_dl(items, bs=len(items))
-    probabilities, _ = learn.get_preds(dl=test)
-    predictions = probabilities.argmax(dim=1).tolist()
+    test = learn.dls.test_dl(dataset.items[:max_n], bs=max_n)
+    result = predictions(learn, test)  # an unreadable file has no row: each row says which item it is
+    targets = [dataset.targets[i] for i in result.positions.tolist()]
+    predicted = result.probabilities.argmax(dim=1).tolist()
     vocab = learn.dls.vocab
-    titles = [f"{vocab[t]}\n{vocab[p]}" for t, p in zip(targets, predictions)]
-    colors = ['green' if t == p else 'red' for t, p in zip(targets, predictions)]
-    return show_images(test.one_batch(), titles, nrows=nrows, ncols=min(ncols, len(items)), figsize=figsize,
+    titles = [f"{vocab[t]}\n{vocab[p]}" for t, p in zip(targets, predicted)]
+    colors = ['green' if t == p else 'red' for t, p in zip(targets, predicted)]
+    return show_images(test.one_batch(), titles, nrows=nrows, ncols=min(ncols, len(targets)), figsize=figsize,
                        colors=colors, fontsize=9)

@@ -14,7 +14,9 @@ resumes checkpoints, SaveCheckpoint writes them, distrib_ctx's DistributedTraine
 DDP, MixedPrecision (pets.precision) runs the network in 16 bits. Inference is in pets.inference, the
 metrics in pets.metrics.
 """
+import math
 import time
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -70,7 +72,7 @@ class Recorder:
         learn.dl = tqdm(learn.dl, leave=False, disable=None if show else True, desc=f"epoch {learn.epoch}")
 
     def after_batch(self, learn):
-        loss = learn.loss.item()
+        loss = learn.loss_value  # read once by train_step
         self.losses.append(loss)
         self.lrs.append(list(learn.step_lrs))
         self.moms.append(learn.mom)
@@ -118,26 +120,38 @@ class Recorder:
         return plot_lr_find(self.lr_find, self.lr_find_suggestions)
 
 
+def trainable_params(model):
+    """fastai's default splitter: every parameter that trains, as one group."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 class Learner:
-    """Trains `model` on `dls` with `loss_func` and an optimizer made by `opt_func` over `groups`.
+    """Trains `model` on `dls` with `loss_func` and an optimizer made by `opt_func`; fastai's signature.
 
     Args:
         dls: DataLoaders whose batches are float images in [0, 1] and class indices.
         model: the network; it receives images normalised with `mean` and `std`.
-        groups: the model's layer groups (modules), one optimizer param group each.
         loss_func: (logits, targets) -> loss (default: minigrad's cross_entropy).
         opt_func: minigrad.optim.Adam (default) or SGD.
-        lr: the default learning rate; wd: weight decay (None: the optimizer's default, 0.01 for Adam).
-        metrics: functions (logits, targets) -> number, reported each epoch.
-        mean, std: per-channel input normalisation (the pretrained weights' own).
+        lr: the default learning rate.
+        splitter: model -> its layer groups, each a module or a list of parameters (a flat list of
+            parameters is one group); each gets its own learning rate from a slice(lo, hi), and freezing
+            works group by group. Default trainable_params: the whole model as one group. cnn_learner
+            splits a pretrained body from its new head (pets.models.layer_groups).
         cbs: callbacks: objects with any of the event methods of fit (EVENTS), each called with the
             learner, after the learner's own: learn.training_progress (TrainingProgress) and learn.recorder.
             add_cb and remove_cb change them later.
+        metrics: functions (logits, targets) -> number, reported each epoch.
+        wd: weight decay (None: the optimizer's default, 0.01 for Adam).
+        mean, std: per-channel input normalisation (the pretrained weights' own).
+        progress: show a progress bar while an epoch runs.
     """
 
-    def __init__(self, dls, model, groups, loss_func=None, opt_func=Adam, lr=1e-3, wd=None, metrics=None,
-                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), progress=True, cbs=None):
-        self.dls, self.model, self.groups = dls, model.to(dls.device), groups
+    def __init__(self, dls, model, loss_func=None, opt_func=Adam, lr=1e-3, splitter=trainable_params, cbs=None,
+                 metrics=None, wd=None, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), progress=True):
+        self.dls, self.model = dls, model.to(dls.device)
+        groups = splitter(self.model)
+        self.groups = [groups] if groups and all(isinstance(g, torch.Tensor) for g in groups) else list(groups)
         self.cbs = list(cbs) if isinstance(cbs, (list, tuple)) else [cbs] if cbs else []
         self.loss_func = loss_func or cross_entropy
         self.opt_func, self.lr, self.wd = opt_func, lr, wd
@@ -155,6 +169,16 @@ class Learner:
 
     # --- the parts -----------------------------------------------------------------------------------------
 
+    def _parameters(self):
+        """Each layer group's parameters, each with what it is: (p, is_batchnorm, is_bias) lists."""
+        kinds = {}
+        for module in self.model.modules():
+            is_batchnorm = isinstance(module, nn.modules.batchnorm._BatchNorm)
+            for name, p in module.named_parameters(recurse=False):
+                kinds[id(p)] = (is_batchnorm, name == 'bias')
+        groups = [group.parameters() if isinstance(group, nn.Module) else group for group in self.groups]
+        return [[(p, *kinds.get(id(p), (False, False))) for p in group] for group in groups]
+
     def create_opt(self):
         """Two param groups per layer group, both at the layer group's learning rate: its weights, with
         weight decay, and its BatchNorm parameters and biases, without (fastai's wd_bn_bias=False: decaying
@@ -162,12 +186,9 @@ class Learner:
         layer group ('layer_group'), whose rate it takes. Only parameters that train (requires_grad, so a
         gradient) are stepped."""
         param_groups = []
-        for index, layer_group in enumerate(self.groups):
-            decayed, not_decayed = [], []
-            for module in layer_group.modules():
-                is_batchnorm = isinstance(module, nn.modules.batchnorm._BatchNorm)
-                for name, p in module.named_parameters(recurse=False):
-                    (not_decayed if is_batchnorm or name == 'bias' else decayed).append(p)
+        for index, group in enumerate(self._parameters()):
+            decayed = [p for p, is_batchnorm, is_bias in group if not (is_batchnorm or is_bias)]
+            not_decayed = [p for p, is_batchnorm, is_bias in group if is_batchnorm or is_bias]
             param_groups += [{'params': decayed, 'decayed': True, 'layer_group': index},
                              {'params': not_decayed, 'decayed': False, 'weight_decay': 0.0, 'layer_group': index}]
         options = {} if self.wd is None else {'weight_decay': self.wd}
@@ -194,15 +215,16 @@ class Learner:
     def _set_trainable(self, n_frozen, n_frozen_batchnorm):
         """Layer groups before n_frozen do not train, except their BatchNorm layers when those come at or
         after n_frozen_batchnorm; frozen BatchNorm layers keep their running statistics too (eval mode)."""
-        self._trainable, self.frozen_batchnorms = (n_frozen, n_frozen_batchnorm), []
-        for i, group in enumerate(self.groups):
-            for module in group.modules():
-                is_batchnorm = isinstance(module, nn.modules.batchnorm._BatchNorm)
+        self._trainable = (n_frozen, n_frozen_batchnorm)
+        frozen_batchnorm = set()
+        for i, group in enumerate(self._parameters()):
+            for p, is_batchnorm, _ in group:
                 trainable = i >= (n_frozen_batchnorm if is_batchnorm else n_frozen)
+                p.requires_grad_(trainable)
                 if is_batchnorm and not trainable:
-                    self.frozen_batchnorms.append(module)
-                for p in module.parameters(recurse=False):
-                    p.requires_grad_(trainable)
+                    frozen_batchnorm.add(id(p))
+        self.frozen_batchnorms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                  and any(id(p) in frozen_batchnorm for p in m.parameters(recurse=False))]
 
     def freeze_to(self, n, train_bn=True):
         """Freezes the layer groups before group n.
@@ -232,17 +254,20 @@ class Learner:
         """One optimizer step on a batch, firing the step's events; returns the loss. A non-finite loss
         stops before the step, so the weights stay the last good ones.
 
-        Callbacks may replace what is differentiated (learn.loss_grad, e.g. a scaled loss) in
-        before_backward, and take the step themselves in before_step, raising CancelStep."""
+        The loss is read back to the host once (learn.loss_value, which the recorder keeps too): on a GPU
+        that is the step's only wait for the device. Callbacks may replace what is differentiated
+        (learn.loss_grad, e.g. a scaled loss) in before_backward, and take the step themselves in
+        before_step, raising CancelStep."""
         self.x, self.y = x, y
         self('before_batch')
         model = self.ddp if self.ddp is not None else self.model
         with self.autocast():
             self.pred = model(self.normalize(self.x))
             self.loss = self.loss_func(self.pred, self.y)
-        if not torch.isfinite(self.loss):
+        self.loss_value = self.loss.item()
+        if not math.isfinite(self.loss_value):
             lr = self.opt.param_groups[-1]['lr']
-            raise FloatingPointError(f"the loss became {self.loss.item()} at learning rate {lr:.2e}: lower the "
+            raise FloatingPointError(f"the loss became {self.loss_value} at learning rate {lr:.2e}: lower the "
                                      f"learning rate (or train in fp32 if mixed precision is on)")
         self.loss_grad = self.loss
         self('before_backward')
@@ -270,15 +295,15 @@ class Learner:
         """Swaps every BatchNorm layer for a SyncBatchNorm (statistics over all processes' batches).
 
         torch's convert_sync_batchnorm makes new modules that share the old ones' parameters and running
-        statistics, so the optimizer keeps working; the layer groups, which may hold the old modules (a
-        group is a new Sequential over the body's children), are pointed at the new ones, and the freezing
-        applied again so that frozen statistics stay frozen."""
+        statistics, so the optimizer keeps working; layer groups that are modules, which may hold the old
+        ones (a group is a new Sequential over the body's children), are pointed at the new ones, and the
+        freezing applied again so that frozen statistics stay frozen."""
         before = dict(self.model.named_modules())
         self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         replaced = {id(before[name]): module for name, module in self.model.named_modules()
                     if before.get(name) is not module}
         self.groups = [replaced.get(id(group), group) for group in self.groups]
-        for group in self.groups:
+        for group in (g for g in self.groups if isinstance(g, nn.Module)):
             for parent in group.modules():
                 for name, child in parent.named_children():
                     if id(child) in replaced:
@@ -474,7 +499,7 @@ class Learner:
 
     def validate(self, dl=None):
         """[valid_loss, *metrics] on the validation set (or dl)."""
-        logits, targets = model_outputs(self, dl or self.dls.valid)
+        logits, targets, _ = model_outputs(self, dl or self.dls.valid)
         return [self.loss_func(logits, targets).item(), *(float(m(logits, targets)) for m in self.metrics)]
 
     def get_preds(self, ds_idx=1, dl=None, with_loss=False):
@@ -486,7 +511,7 @@ class Learner:
         return tta(self, ds_idx, dl, n, beta, use_max, seed)
 
     def predict(self, item):
-        """(label, class index, probabilities) for one image file (pets.inference.predict)."""
+        """(label, class index, probabilities) for one image file, as fastai (pets.inference.predict)."""
         return predict(self, item)
 
     def show_results(self, ds_idx=1, dl=None, max_n=9, nrows=None, ncols=3, figsize=None):
@@ -501,8 +526,8 @@ def cnn_learner(dls, arch, metrics=None, pretrained=True, loss_func=None, opt_fu
     inputs normalised with arch's mean and std."""
     model = create_cnn_model(arch, dls.c, pretrained=pretrained)
     config = arch_config(arch)
-    learn = Learner(dls, model, layer_groups(model, arch), loss_func=loss_func, opt_func=opt_func, lr=lr, wd=wd,
-                    metrics=metrics, mean=config.mean, std=config.std, progress=progress, cbs=cbs)
+    learn = Learner(dls, model, loss_func=loss_func, opt_func=opt_func, lr=lr, splitter=partial(layer_groups, arch=arch),
+                    cbs=cbs, metrics=metrics, wd=wd, mean=config.mean, std=config.std, progress=progress)
     learn.arch = arch
     learn.to_channelslast()
     if pretrained:
@@ -530,7 +555,8 @@ def load_learner(path, cpu=True):
     model.load_state_dict(saved['state_dict'])
     dls = inference_dataloaders(saved, torch.device('cpu') if cpu else default_device())
     config = arch_config(saved['arch'])
-    learn = Learner(dls, model, layer_groups(model, saved['arch']), mean=config.mean, std=config.std, progress=False)
+    learn = Learner(dls, model, splitter=partial(layer_groups, arch=saved['arch']), mean=config.mean, std=config.std,
+                    progress=False)
     learn.arch = saved['arch']
     learn.to_channelslast().model.eval()
     return learn

@@ -88,7 +88,8 @@ def run_sweep(learn, start_lr=1e-7, end_lr=10.0, num_it=100, stop_div=True, beta
             for group in learn.opt.param_groups:
                 group['lr'] = lr
             try:
-                value = learn.train_step(x, y).item()
+                learn.train_step(x, y)
+                value = learn.loss_value
             except FloatingPointError:  # diverged: the end of the sweep
                 break
             average = beta * average + (1 - beta) * value

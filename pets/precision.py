@@ -62,8 +62,9 @@ def choose_precision(device, requested='auto'):
 
 
 class MixedPrecision:
-    """Callback: the forward pass and loss under torch.autocast(dtype); with float16 on a GPU, the loss
-    scaled before backward and the step taken by a GradScaler (fastai's MixedPrecision).
+    """Callback: the forward pass and loss under torch.autocast(dtype); with float16, the loss scaled before
+    backward and the step taken by a GradScaler (fastai's MixedPrecision). The loss itself stays float32
+    (minigrad's losses follow autocast's float32 policy), so the scaled loss cannot overflow float16.
 
     Learner.to_fp16 and to_bf16 add it; learn.autocast() enters its context (training and validation alike).
     """
@@ -81,8 +82,8 @@ class MixedPrecision:
 
     def before_backward(self, learn):
         # The scaler is made at the first backward and kept: the scale it has learned carries over.
-        if self.scaler is None and self.dtype == torch.float16 and learn.dls.device.type == 'cuda':
-            self.scaler = torch.amp.GradScaler('cuda')
+        if self.scaler is None and self.dtype == torch.float16:
+            self.scaler = torch.amp.GradScaler(learn.dls.device.type)
         if self.scaler is not None:
             learn.loss_grad = self.scaler.scale(learn.loss)
 
@@ -93,12 +94,12 @@ class MixedPrecision:
             raise CancelStep
 
     def scaler_state(self):
-        """The loss scale and its schedule (float16 on a GPU), for a checkpoint; None without a scaler."""
+        """The loss scale and its schedule (float16), for a checkpoint; None without a scaler."""
         return self.scaler.state_dict() if self.scaler is not None else None
 
-    def load_scaler_state(self, state):
+    def load_scaler_state(self, state, device):
         if state is not None:
-            self.scaler = torch.amp.GradScaler('cuda')
+            self.scaler = torch.amp.GradScaler(torch.device(device).type)
             self.scaler.load_state_dict(state)
 
 

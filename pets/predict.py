@@ -14,6 +14,7 @@ import torch
 
 from pets.data.loader import UnreadableImageWarning
 from pets.data.items import get_image_files
+from pets.inference import predictions
 from pets.learner import load_learner
 
 
@@ -45,18 +46,19 @@ def main(argv=None):
         print(f"error: no image files in {', '.join(args.images)}", file=sys.stderr)
         return 2
     # One pass over all the files, as validation prepares them; a file that cannot be read is left out of
-    # the batch and named in dls.skipped, so the predictions line up with the files that could be.
+    # the batch and named in dls.skipped, and each row says which file it is.
     dl = learn.dls.test_dl(files)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UnreadableImageWarning)  # reported below, one line each
-        probabilities, _ = learn.get_preds(dl=dl)
-    predictions, vocab, rows, unreadable = iter(probabilities), learn.dls.vocab, [], 0
-    for image in files:
-        if Path(image) in dl.skipped:
-            print(f"{image}: not a readable image ({dl.skipped[Path(image)]})", file=sys.stderr)
+        result = predictions(learn, dl)
+    by_position = dict(zip(result.positions.tolist(), result.probabilities))
+    vocab, rows, unreadable = learn.dls.vocab, [], 0
+    for position, image in enumerate(files):
+        if position not in by_position:
+            print(f"{image}: not a readable image ({dl.skipped.get(Path(image), 'unreadable')})", file=sys.stderr)
             unreadable += 1
             continue
-        top = next(predictions).topk(min(args.top, len(vocab)))
+        top = by_position[position].topk(min(args.top, len(vocab)))
         ranked = [(vocab[int(i)], float(p)) for p, i in zip(*top)]
         print(f"{image}: " + ', '.join(f"{label} {p:.1%}" for label, p in ranked))
         rows.append([str(image), ranked[0][0], f"{ranked[0][1]:.6f}",

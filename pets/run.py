@@ -341,12 +341,13 @@ def run(args, cbs):
         if args.tta:
             tta_accuracy = accuracy(*learn.tta(n=args.tta))
             say(f"with test-time augmentation ({args.tta} views): tta accuracy {tta_accuracy:.2%}")
+        # The model first: the plots below cannot lose it, whatever goes wrong in them.
+        learn.export(out / 'model.pth')
+        say(f"exported the model: python -m pets.predict {out / 'model.pth'} IMAGE...")
         say("most confused (actual, predicted, count):")
         for actual, predicted, count in interp.most_confused()[:8]:
             say(f"  {actual:<28} {predicted:<28} {count}")
         write_results(out, learn, interp, dls)
-        learn.export(out / 'model.pth')
-        say(f"exported the model: python -m pets.predict {out / 'model.pth'} IMAGE...")
     return learn
 
 

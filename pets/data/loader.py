@@ -153,15 +153,30 @@ class EpochSampler(torch.utils.data.Sampler):
         return iter(pairs[self.rank::self.world_size])
 
 
-def collate(samples):
-    """Stacks the good samples into (images, labels); returns the failures beside them."""
-    failures = [s for s in samples if isinstance(s, ImageFailure)]
-    good = [s for s in samples if not isinstance(s, ImageFailure)]
+class PositionedDataset(torch.utils.data.Dataset):
+    """A dataset whose samples come with their position in it: dataset[key] -> (index, sample)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        return (key[0] if isinstance(key, tuple) else key), self.dataset[key]
+
+
+def collate(positioned_samples):
+    """Stacks the good samples into (images, labels, positions): positions are the dataset indices of the
+    batch's rows. Returns the failures beside them (an unreadable file has no row)."""
+    failures = [s for _, s in positioned_samples if isinstance(s, ImageFailure)]
+    good = [(i, s) for i, s in positioned_samples if not isinstance(s, ImageFailure)]
     if not good:
-        return None, None, failures
-    if not isinstance(good[0], tuple):
-        return stack_images(good), None, failures
-    return stack_images([s[0] for s in good]), torch.tensor([s[1] for s in good]), failures
+        return None, None, None, failures
+    positions = torch.tensor([i for i, _ in good])
+    if not isinstance(good[0][1], tuple):
+        return stack_images([s for _, s in good]), None, positions, failures
+    return stack_images([s[0] for _, s in good]), torch.tensor([s[1] for _, s in good]), positions, failures
 
 
 def stack_images(images):
@@ -206,7 +221,7 @@ class DataLoader:
         self.drop_last = (self.shuffle and len(self.sampler) >= self.bs if self.drop_last_option is None
                           else self.drop_last_option)
         self._loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.bs, sampler=self.sampler,
+            PositionedDataset(self.dataset), batch_size=self.bs, sampler=self.sampler,
             num_workers=self.num_workers, collate_fn=collate, drop_last=self.drop_last,
             pin_memory=self.device.type == 'cuda', persistent_workers=self.num_workers > 0,
             # torch draws its workers' base seed from this generator, not from torch's global one, so that
@@ -226,12 +241,18 @@ class DataLoader:
         return len(self._loader)
 
     def __iter__(self):
-        for images, labels, failures in self._loader:
+        for _, batch in self.with_positions():
+            yield batch
+
+    def with_positions(self):
+        """(positions, batch) for each batch: positions (on the CPU) are the dataset indices of the batch's
+        rows, so that a prediction is matched to its item even where an unreadable file left a row out."""
+        for images, labels, positions, failures in self._loader:
             self._report(failures)
             if images is None:
                 continue
             x = self.after_collate(images)
-            yield x if labels is None else (x, labels.to(self.device, non_blocking=True))
+            yield positions, (x if labels is None else (x, labels.to(self.device, non_blocking=True)))
 
     def ordered(self, train=None, seed=None):
         """A loader of the same items in order with every batch kept, for predictions. train: which

@@ -351,3 +351,35 @@ def test_binary_losses_at_zero_and_extremes():
     s = torch.tensor(0.0, requires_grad=True)
     M.sigmoid(s).backward()
     assert s.grad == 0.25
+
+
+# --- mixed precision -----------------------------------------------------------------------------------
+
+AUTOCAST_CASES = {
+    'cross_entropy': (M.cross_entropy, F.cross_entropy, lambda x: (x, torch.tensor([0, 3, 1, 4]))),
+    'nll_loss': (M.nll_loss, F.nll_loss, lambda x: (x, torch.tensor([0, 3, 1, 4]))),
+    'bce_with_logits': (M.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits,
+                        lambda x: (x, torch.rand(x.shape, generator=torch.Generator().manual_seed(0)).to(x))),
+    'softmax': (M.softmax, F.softmax, lambda x: (x, 1)),
+    'log_softmax': (M.log_softmax, F.log_softmax, lambda x: (x, 1)),
+    'logsumexp': (M.logsumexp, torch.logsumexp, lambda x: (x, 1)),
+}
+
+
+@pytest.mark.parametrize('device', ['cpu', 'cuda'])
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize('name', sorted(AUTOCAST_CASES))
+def test_autocast_policy_is_torchs(name, dtype, device):
+    """Under autocast the losses (and on CUDA softmax and log_softmax) compute and return float32, as on
+    torch's list; outside autocast every function returns the input's dtype, as torch's."""
+    if device == 'cuda' and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (none here)")
+    ours, theirs, arguments = AUTOCAST_CASES[name]
+    args = arguments(torch.randn(4, 5, generator=torch.Generator().manual_seed(1)).to(device, dtype))
+    args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
+    assert ours(*args).dtype == theirs(*args).dtype == dtype
+    with torch.autocast(device, dtype=dtype):
+        expected = theirs(*args)
+        result = ours(*args)
+    assert result.dtype == expected.dtype
+    torch.testing.assert_close(result.float(), expected.float(), rtol=2e-2, atol=2e-2)

@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import assume, given, strategies as st
 
 pytest.importorskip('triton')
@@ -118,21 +119,27 @@ def test_any_strides_are_read_in_place():
                                W.warp(every_other_column.contiguous(), matrices, 6), atol=2e-3, rtol=0)
 
 
-def test_one_launch_for_a_batch_whose_images_take_different_taps(monkeypatch):
+@pytest.fixture
+def launches(monkeypatch):
+    """The grid of every launch of the warp kernel, in order."""
+    grids = []
+    kernel = T._warp_kernel
+
+    class Counting:
+        def __getitem__(self, grid):
+            grids.append(grid)
+            return kernel[grid]
+
+    monkeypatch.setattr(T, '_warp_kernel', Counting())
+    return grids
+
+
+def test_one_launch_for_a_batch_whose_images_take_different_taps(launches):
     x = random_images(4, 3, 32, 32, torch.uint8, torch.Generator().manual_seed(3))
     matrices = torch.stack([torch.eye(3), torch.diag(torch.tensor([0.25, 0.25, 1.0])),
                             torch.diag(torch.tensor([1.0, 0.25, 1.0])), torch.eye(3)])
     _, taps = W.sampling_plan(x, matrices, (4, 4), 'bilinear', 'reflection', True, True)
     assert len(taps.unique(dim=0)) == 3  # (4, 4), (1, 1) and (4, 1) taps
-    launches = []
-    kernel = T._warp_kernel
-
-    class Counting:
-        def __getitem__(self, grid):
-            launches.append(grid)
-            return kernel[grid]
-
-    monkeypatch.setattr(T, '_warp_kernel', Counting())
     got = T.warp(x.to(DEVICE), matrices.to(DEVICE), 4)
     assert launches == [(1, 4)]  # one tile of 16 pixels per image, 4 images, one launch
     torch.testing.assert_close(got.cpu(), W.warp(x, matrices, 4), atol=2e-3, rtol=0)
@@ -190,3 +197,43 @@ def test_empty_batches_and_bad_arguments():
         T.render(one, torch.eye(3, device=DEVICE)[None], 4, shift=torch.zeros(1))
     with pytest.raises(ValueError, match='expected 3 values'):
         T.render(one, torch.eye(3, device=DEVICE)[None], 4, mean=[0.5], std=[0.5])
+
+
+def grid_sample_reference(x, theta, size, mode, align_corners):
+    """torch's own affine warp with reflection padding: affine_grid, then grid_sample."""
+    grid = F.affine_grid(theta, (len(x), x.shape[1], *size), align_corners=align_corners)
+    return F.grid_sample(x, grid, mode=mode, padding_mode='reflection', align_corners=align_corners)
+
+
+def as_homographies(theta):
+    return torch.cat([theta, torch.tensor([0.0, 0.0, 1.0]).expand(len(theta), 1, 3)], dim=1)
+
+
+@pytest.mark.parametrize('size, tiles', [((23, 19), (7, 2)), ((16, 32), (8, 2))])
+def test_every_tile_of_an_image_is_its_own(monkeypatch, launches, size, tiles):
+    """Outputs of 437 and 512 pixels in tiles of 64 (the interpreter, lowered here) or 256 (a GPU): 437 takes
+    seven or two programs per image, the last one masked; 512 fills its tiles exactly, so a tile that
+    started anywhere but at its own offset would leave pixels unwritten. Each must write its own pixels."""
+    monkeypatch.setattr(T, 'INTERPRETER_BLOCK', 64)
+    generator = torch.Generator().manual_seed(7)
+    x = random_images(2, 3, 30, 26, torch.float32, generator)
+    theta = torch.tensor([[[0.9, 0.2, 0.05], [-0.15, 1.1, 0.0]], [[1.2, 0.0, -0.1], [0.1, 0.8, 0.2]]])
+    got = T.warp(x.to(DEVICE), as_homographies(theta).to(DEVICE), size, antialias=False).cpu()
+    assert launches == [tiles if not ON_GPU else (-(-size[0] * size[1] // T.GPU_BLOCK), 2)]
+    torch.testing.assert_close(got, grid_sample_reference(x, theta, size, 'bilinear', True), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('align_corners', [True, False])
+@pytest.mark.parametrize('mode', ['bilinear', 'nearest'])
+def test_reflection_folds_positions_many_widths_outside(mode, align_corners):
+    """A 5-7x zoom out reads up to three image widths past each edge: the reflection must repeat with a
+    period of twice the span, as torch's own reflection padding (grid_sample) does."""
+    generator = torch.Generator().manual_seed(5)
+    x = random_images(2, 3, 5, 7, torch.float32, generator)
+    theta = torch.tensor([[[7.0, 0.0, 0.31], [0.0, 6.5, -0.23]], [[5.0, 1.1, 0.07], [-0.9, 7.5, 0.52]]])
+    got = T.warp(x.to(DEVICE), as_homographies(theta).to(DEVICE), (9, 11), mode=mode, padding_mode='reflection',
+                 align_corners=align_corners, antialias=False).cpu()
+    expected = grid_sample_reference(x, theta, (9, 11), mode, align_corners)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(W.warp(x, as_homographies(theta), (9, 11), mode=mode, padding_mode='reflection',
+                                      align_corners=align_corners, antialias=False), expected, atol=1e-5, rtol=0)

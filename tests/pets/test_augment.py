@@ -1,5 +1,6 @@
 """aug_transforms: the batch contract, one warp per batch, per-image draws, determinism, geometry, backends."""
 import importlib.util
+import math
 import os
 
 import pytest
@@ -193,3 +194,51 @@ def test_on_cuda_the_triton_kernel_matches_the_tensor_op_paths():
     compiled = augment.render(x.cuda(), matrices, 32, 'bilinear', 'reflection', True, shift, factor, 'compiled')
     kernel = augment.render(x.cuda(), matrices, 32, 'bilinear', 'reflection', True, shift, factor, 'triton')
     torch.testing.assert_close(kernel, compiled, atol=1e-4, rtol=0)
+
+
+def largest_gap_to_uniform(values, low, high):
+    """The Kolmogorov-Smirnov distance between the values' distribution and U(low, high)."""
+    values = values.double().sort().values
+    expected = (values - low) / (high - low)
+    ranks = torch.arange(1, len(values) + 1, dtype=torch.float64) / len(values)
+    return float(torch.maximum((ranks - expected).abs(), (ranks - 1 / len(values) - expected).abs()).max())
+
+
+def assert_applied_with(chosen, p, n):
+    """The share of images a transform was applied to is p, within 4 standard errors."""
+    assert abs(chosen.double().mean() - p) < 4 * (p * (1 - p) / n) ** 0.5, (chosen.double().mean(), p)
+
+
+def test_drawn_parameters_follow_fastais_distributions():
+    """Every parameter aug_transforms draws, over 20000 images at settings unlike the defaults (so that a
+    hard-coded range shows), against the distributions of fastai's aug_transforms (fastai.vision.augment):
+    each transform applied with its own probability, else neutral; flips with 0.5; rotation, zoom, each
+    warp axis and the lighting uniform over their ranges (contrast log-uniform); the crop's area uniform
+    in [min_scale, 1], its aspect ratio 1 (fastai's ratio=(1, 1)). KS distances below 0.02 (n = 20000: a
+    tenth of a percent of chance to fail)."""
+    n = 20000
+    tfm = aug_transforms(size=32, min_scale=0.5, max_rotate=30, min_zoom=0.9, max_zoom=1.3, max_warp=0.3,
+                         max_lighting=0.4, p_affine=0.6, p_lighting=0.8, seed=0)
+    g = tfm.draw_geometry(n, aspect=1.5)
+    assert_applied_with(g['flip'], 0.5, n)
+    for name, low, high, neutral in [('angle', -30, 30, 0.0), ('zoom', 0.9, 1.3, 1.0), ('warp_x', -0.3, 0.3, 0.0),
+                                     ('warp_y', -0.3, 0.3, 0.0)]:
+        applied = g[name] != neutral
+        assert_applied_with(applied, 0.6, n)
+        assert largest_gap_to_uniform(g[name][applied], low, high) < 0.02, name
+    assert_applied_with((g['warp_x'] != 0) & (g['warp_y'] != 0), 0.36, n)  # two masks, drawn apart
+    assert largest_gap_to_uniform(g['zoom_centre'].flatten(), 0, 1) < 0.02
+    # The crop: in pixels a square (w 1.5 = h of an image 1.5 times as wide as high), inside the image,
+    # and on a square image (as presized items are) a fraction w h of the area uniform in [min_scale, 1].
+    width, height = g['crop_width'], g['crop_height']
+    torch.testing.assert_close(width * 1.5, height)
+    assert (g['crop_centre'].abs() <= torch.stack([1 - width, 1 - height], dim=1) + 1e-6).all()
+    square = tfm.draw_geometry(n, aspect=1.0)
+    assert largest_gap_to_uniform(square['crop_width'] * square['crop_height'], 0.5, 1) < 0.02
+    shift, factor = tfm.draw_lighting(n)
+    brightness, contrast = torch.sigmoid(shift.double()), factor.double()
+    lit = brightness != 0.5
+    assert_applied_with(lit, 0.8, n)
+    assert largest_gap_to_uniform(brightness[lit], 0.3, 0.7) < 0.02  # 0.5 (1 -+ max_lighting)
+    assert_applied_with(contrast != 1, 0.8, n)
+    assert largest_gap_to_uniform(contrast[contrast != 1].log(), math.log(0.6), -math.log(0.6)) < 0.02

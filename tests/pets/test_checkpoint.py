@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pets.augment import aug_transforms
-from pets.checkpoint import CheckpointMismatchError, SaveCheckpoint, atomic_save
+from pets.checkpoint import CheckpointMismatchError, SaveCheckpoint, atomic_save, load_checkpoint, restore_checkpoint
 from pets.data.block import DataBlock
 from pets.data.images import Resize
 from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
@@ -17,12 +17,12 @@ from pets.learner import cnn_learner
 from pets.metrics import error_rate
 
 
-def make_learner(folder, checkpoint, size=32, arch='resnet18', pattern=r'(.+)_\d+.jpg$'):
-    """The same learner each call: seeds fixed."""
+def make_learner(folder, checkpoint, size=32, arch='resnet18', pattern=r'(.+)_\d+.jpg$', aug_seed=None):
+    """The same learner each call: seeds fixed (aug_seed: the augmentation's own generator, else torch's)."""
     torch.manual_seed(0)
     block = DataBlock(get_items=get_image_files, splitter=RandomSplitter(valid_pct=0.25, seed=0),
                       get_y=using_attr(RegexLabeller(pattern), 'name'), item_tfms=Resize(40),
-                      batch_tfms=aug_transforms(size=size, min_scale=0.75))
+                      batch_tfms=aug_transforms(size=size, min_scale=0.75, seed=aug_seed))
     dls = block.dataloaders(folder, bs=6, num_workers=0, device='cpu')
     return cnn_learner(dls, arch, metrics=error_rate, pretrained=False, progress=False,
                        cbs=SaveCheckpoint(checkpoint))
@@ -98,6 +98,21 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, pet_folder):
     (pet_folder / 'beagle_100.jpg').rename(pet_folder / 'beagle_0.jpg')
     moved = pet_folder.rename(tmp_path / 'moved')  # the same files elsewhere: the checkpoint still fits
     make_learner(moved, checkpoint).resume_from()
+
+
+def test_a_seeded_augmentation_resumes_its_own_draws(tmp_path, pet_folder):
+    """aug_transforms(seed=...) draws from a generator of its own: the checkpoint keeps its state, so the
+    resumed run draws what the uninterrupted one drew next, not the seed's first draws again."""
+    checkpoint = tmp_path / 'checkpoint.pth'
+    learn = make_learner(pet_folder, checkpoint, aug_seed=3)
+    learn.fit_one_cycle(1, 1e-3)
+    after_one_epoch = learn.dls.train.batch_tfms[0].generator.get_state()
+    resumed = make_learner(pet_folder, checkpoint, aug_seed=3)
+    augmentation = resumed.dls.train.batch_tfms[0]
+    assert not torch.equal(augmentation.generator.get_state(), after_one_epoch)  # a fresh one starts at its seed
+    resumed.create_opt()
+    restore_checkpoint(resumed, load_checkpoint(resumed, checkpoint))
+    assert torch.equal(augmentation.generator.get_state(), after_one_epoch)
 
 
 def test_resume_without_a_checkpoint_says_so(tmp_path, pet_folder):

@@ -87,8 +87,15 @@ def test_unfreeze_from_a_later_group_keeps_the_groups_before_it_frozen(dls):
 
 
 def test_fine_tune_is_fastais_sequence(dls):
-    learn = learner(dls)
+    trains = []  # at each fit: whether the body's first conv trains, whether the head does
+
+    class RecordTrainable:
+        def before_fit(self, learn):
+            trains.append((learn.groups[0][0].weight.requires_grad, learn.groups[-1][-1].weight.requires_grad))
+
+    learn = learner(dls, cbs=RecordTrainable())
     learn.fine_tune(1, base_lr=2e-3)
+    assert trains == [(False, True), (True, True)]  # frozen to the head, then unfrozen
     n = len(dls.train)
     first, second = learn.recorder.lrs[:n], learn.recorder.lrs[n:]
     # Phase 1: slice(base_lr) -> base_lr / 10 for the body groups, base_lr for the head; pct_start 0.99.
@@ -107,6 +114,8 @@ def test_get_preds_and_predict(dls, pet_folder):
     _, _, losses = learn.get_preds(with_loss=True)
     assert losses.shape == (6,)
     label, index, probs = learn.predict(pet_folder / 'beagle_0.jpg')
+    # fastai's triple: the decoded label, the class index as a tensor, the probabilities
+    assert isinstance(index, torch.Tensor) and index.dim() == 0 and index == probs.argmax()
     assert label == dls.vocab[index] and probs.shape == (3,)
 
 
@@ -203,7 +212,21 @@ def test_interpretation(dls):
     assert sum(n for _, _, n in confused) == int((interp.predictions != interp.targets).sum())
     losses, indices = interp.top_losses(3)
     assert (losses[:-1] >= losses[1:]).all() and len(indices) == 3
-    assert interp.plot_confusion_matrix().axes and len(interp.plot_top_losses(3).axes) == 3
+    # The heat map draws the matrix, each non-zero count written in its cell.
+    axis = interp.plot_confusion_matrix().axes[0]
+    assert (axis.images[0].get_array() == matrix.numpy()).all()
+    assert sorted((round(t.get_position()[1]), round(t.get_position()[0]), int(t.get_text())) for t in axis.texts) == \
+        sorted((a, p, int(matrix[a, p])) for a in range(3) for p in range(3) if matrix[a, p])
+    # The top losses, titled from the learner's own predict on each file: predicted / actual, then the loss
+    # (cross-entropy, -log of the actual class's probability) / the prediction's probability, as fastai.
+    titles = [a.get_title() for a in interp.plot_top_losses(3).axes if a.get_title()]
+    expected = []
+    for item in sorted(dls.valid_ds.items, key=lambda f: -float(interp.losses[interp.items.index(f)]))[:3]:
+        label, index, probabilities = learn.predict(item)
+        actual = dls.valid_ds.targets[dls.valid_ds.items.index(item)]
+        expected.append(f"{label} /\n{vocab[actual]}\n{-math.log(probabilities[actual]):.2f} / "
+                        f"{float(probabilities.max()):.2f}")
+    assert titles == expected
 
 
 def test_probabilities_come_from_minigrads_softmax(dls, tmp_path, monkeypatch):
@@ -387,6 +410,7 @@ def test_mixed_precision_on_cuda_is_float16_with_gradient_scaling(pet_folder):
     learn.fit(2, lr=1e-3)
     scaler = learn.cbs[-1].scaler
     assert isinstance(scaler, torch.amp.GradScaler) and scaler.get_scale() > 0
+    assert learn.loss.dtype == torch.float32  # autocast's policy for losses: the scaled loss cannot overflow
     assert all(p.dtype == torch.float32 and p.is_cuda for p in learn.model.parameters())
     assert all(torch.isfinite(torch.tensor(v)).all() for v in learn.recorder.values)
     with learn.autocast():
@@ -403,10 +427,10 @@ def test_show_results_titles_actual_and_predicted_in_green_or_red(dls):
     figure = learn.show_results(max_n=4)
     titled = [axis for axis in figure.axes if axis.get_title()]
     assert len(titled) == 4
-    probabilities, _ = learn.get_preds(dl=dls.test_dl(dls.valid_ds.items[:4]))
-    for axis, target, prediction in zip(titled, dls.valid_ds.targets, probabilities.argmax(1).tolist()):
-        assert axis.get_title() == f"{dls.vocab[target]}\n{dls.vocab[prediction]}"
-        assert axis.title.get_color() == ('green' if target == prediction else 'red')
+    for axis, item, target in zip(titled, dls.valid_ds.items, dls.valid_ds.targets):
+        label = learn.predict(item)[0]  # each file predicted on its own
+        assert axis.get_title() == f"{dls.vocab[target]}\n{label}"
+        assert axis.title.get_color() == ('green' if dls.vocab[target] == label else 'red')
 
 
 def test_batchnorm_and_bias_are_not_decayed(dls):
@@ -479,3 +503,28 @@ def test_sync_batchnorm_reaches_the_layer_groups_and_keeps_the_optimizer(dls):
     learn.fit(1, lr=1e-3)  # one process, no process group: SyncBatchNorm computes as BatchNorm
     assert torch.equal(frozen.running_mean, before)
 
+
+
+def test_learner_takes_fastais_signature_and_splitter(dls):
+    """Learner(dls, model, loss_func=..., metrics=...) as the book calls it: the whole model one layer group
+    (fastai's trainable_params); a splitter of parameter lists gives each its rate and freezes by group."""
+    from minigrad.functional import cross_entropy
+    from pets.learner import trainable_params
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    learn = Learner(dls, model, loss_func=cross_entropy, metrics=error_rate, progress=False)
+    assert len(learn.groups) == 1 and learn.groups[0] == trainable_params(model)
+    learn.fit(1, lr=1e-3)
+    assert len(learn.recorder.values) == 1
+    split = lambda m: [list(m[:2].parameters()), list(m[4].parameters())]
+    learn = Learner(dls, model, splitter=split, progress=False)
+    learn.freeze(train_bn=False)
+    assert not model[0].weight.requires_grad and not model[1].weight.requires_grad and model[4].weight.requires_grad
+    learn.freeze()  # train_bn: the frozen group's BatchNorm still trains, as fastai
+    assert not model[0].weight.requires_grad and model[1].weight.requires_grad
+    learn.unfreeze()
+    learn.fit(1, lr=slice(1e-4, 1e-2))
+    assert learn.recorder.lrs[0] == pytest.approx([1e-4, 1e-2])
+    decayed = {id(p) for g in learn.opt.param_groups if g['decayed'] for p in g['params']}
+    assert decayed == {id(model[0].weight), id(model[4].weight)}  # BatchNorm and biases are not decayed

@@ -25,8 +25,29 @@ def test_an_asked_for_precision_is_taken_and_fp16_on_a_cpu_is_bfloat16():
         P.choose_precision('cpu', 'half')
 
 
-def test_this_machine_is_asked_through_torch():
-    assert isinstance(P.native_bfloat16('cpu'), bool)
+def cpu_flags():
+    """The CPU's feature flags as the operating system reports them (Linux's /proc/cpuinfo), or None."""
+    try:
+        with open('/proc/cpuinfo') as file:
+            return next(set(line.split(':', 1)[1].split()) for line in file if line.startswith('flags'))
+    except (OSError, StopIteration):
+        return None
+
+
+def test_this_cpu_is_judged_as_its_flags_say():
+    """torch's detection against an independent source, the flags the kernel reports: native bfloat16 is
+    avx512_bf16 or AMX's bfloat16 tiles (amx_bf16)."""
+    flags = cpu_flags()
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo to check torch's CPU detection against")
+    assert P.native_bfloat16('cpu') == bool(flags & {'avx512_bf16', 'amx_bf16'})
     assert P.native_bfloat16('meta') is False
-    if torch.cpu._is_avx512_bf16_supported():  # this project's CI machines: AMD EPYC with avx512_bf16
-        assert P.choose_precision('cpu') == ('bf16', 'auto: this CPU computes bfloat16 natively')
+
+
+@pytest.mark.parametrize('avx512_bf16, amx, expected', [(False, False, False), (True, False, True), (False, True, True)])
+def test_native_bfloat16_follows_the_cpu_features_torch_detects(monkeypatch, avx512_bf16, amx, expected):
+    """Either feature alone is native bfloat16; neither is not (so a CPU without them trains in float32)."""
+    monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: amx)
+    assert P.native_bfloat16('cpu') is expected
+    assert P.choose_precision('cpu')[0] == ('bf16' if expected else 'fp32')

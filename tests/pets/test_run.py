@@ -187,7 +187,14 @@ def test_the_command_line_exits_2_for_user_errors_and_1_for_a_failed_run_without
 def test_ctrl_c_says_how_to_resume_and_keeps_the_checkpoint(pet_folder, tmp_path):
     command = [sys.executable, '-m', 'pets.run', '--data', str(pet_folder), *SMALL, '--freeze-epochs', '1',
                '--epochs', '200', '--out', str(tmp_path)]
-    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job starts with SIGINT ignored, and an ignored signal stays ignored in a child
+    # (Python then installs no KeyboardInterrupt handler): the run would train on. A handler set here is
+    # reset to the default in the child when it starts, so the child gets Ctrl-C as a terminal's would.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     checkpoint = tmp_path / 'checkpoint.pth'
     for _ in range(1200):  # wait (up to 2 min) until an epoch has been checkpointed
         if checkpoint.exists() or run.poll() is not None:
@@ -258,3 +265,17 @@ def test_run_with_label_smoothing_and_test_time_augmentation(pet_folder, tmp_pat
     with pytest.raises(SystemExit):  # argparse: one line naming the option, exit code 2
         main(['--label-smoothing', '1.5'])
     assert '--label-smoothing: 1.5 is not in [0, 1]' in capsys.readouterr().err
+
+
+def test_the_model_is_exported_before_the_plots_can_fail(pet_folder, tmp_path, monkeypatch):
+    """Everything after training that could fail (the interpretation's plots) comes after the export: a
+    plot that breaks (as .numpy() of a GPU tensor once did) loses no model."""
+    import pets.run
+
+    def broken_plots(*args):
+        raise RuntimeError('a plot failed')
+
+    monkeypatch.setattr(pets.run, 'write_results', broken_plots)
+    with pytest.raises(RuntimeError, match='a plot failed'):
+        main(['--data', str(pet_folder), *SMALL, '--freeze-epochs', '1', '--epochs', '1', '--out', str(tmp_path)])
+    assert torch.load(tmp_path / 'model.pth', weights_only=True)['vocab']

@@ -1,0 +1,142 @@
+"""A pretend GPU for test runs on a CPU: the device 'fakegpu', whose tensors hold CPU data and compute with
+torch's CPU kernels but say they live on fakegpu:0. What a real GPU would expose shows here too:
+
+- a fakegpu tensor mixed with a CPU tensor in one operation raises torch's "Expected all tensors to be on the
+  same device" (a 0-d CPU tensor is allowed, as torch treats it as a number on every device);
+- .numpy() of a fakegpu tensor raises, as of a CUDA tensor;
+- every read of a value back to the host (.item(), bool(), int(), .tolist(), a copy to the CPU), where a GPU
+  makes the host wait for the device (a sync), is counted in `host_reads`;
+- the device has a random generator of its own, which torch.manual_seed reseeds as it does a GPU's, and
+  torch.random.fork_rng(device_type='fakegpu') saves and restores (torch.fakegpu.get_rng_state()).
+
+How: torch.utils.backend_registration names PrivateUse1, torch's slot for an out-of-tree device, 'fakegpu'
+with a Python backend; the three operations that move data onto it (empty, empty_strided, _copy_from) are
+registered for it with torch.library; every other operation on a FakeGpuTensor, a __torch_dispatch__ wrapper
+around its CPU data, runs on that data and wraps the result again. (Not FakeTensorMode: bincount's
+data-dependent shape stops it. Not a wrapper that claims 'cuda': indexing then starts the CUDA driver.)
+
+    import fakegpu                # from tests/, via the `fakegpu` fixture of tests/conftest.py
+    x = torch.ones(3).to('fakegpu')
+    with fakegpu.counting_host_reads() as reads:
+        float(x.sum())
+    reads   # ['_local_scalar_dense']
+
+Registering a backend can happen once per process and cannot be undone; it changes nothing for other
+devices.
+"""
+import contextlib
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils.backend_registration import _setup_privateuseone_for_python_backend
+
+NAME = 'fakegpu'
+# aten operations that hand a device value to the host: on a GPU, each makes the host wait for the device.
+HOST_READS = {'_local_scalar_dense', 'is_nonzero', 'equal', 'nonzero', 'masked_select', 'unique', '_unique2'}
+host_reads = []
+
+
+class FakeGpuTensor(torch.Tensor):
+    """A tensor on fakegpu:0 whose values are the CPU tensor `cpu_data`."""
+
+    @staticmethod
+    def __new__(cls, cpu_data):
+        t = torch.Tensor._make_wrapper_subclass(cls, cpu_data.shape, strides=cpu_data.stride(),
+                                                storage_offset=cpu_data.storage_offset(), dtype=cpu_data.dtype,
+                                                device=DEVICE, requires_grad=False)
+        t.cpu_data = cpu_data
+        return t
+
+    def __repr__(self):
+        return f"FakeGpuTensor({self.cpu_data})"
+
+    # Not dispatched to __torch_dispatch__ for a subclass; as a CUDA tensor's:
+    def tolist(self):
+        host_reads.append('tolist')
+        return self.cpu_data.tolist()
+
+    def numpy(self, *, force=False):
+        raise TypeError(f"can't convert {DEVICE} device type tensor to numpy. Use Tensor.cpu() to copy the "
+                        f"tensor to host memory first.")
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        wrappers = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, FakeGpuTensor)]
+        cpu = [t for t in tree_flatten((args, kwargs))[0]
+               if type(t) is torch.Tensor and t.device.type == 'cpu' and t.dim() > 0]
+        if cpu and wrappers and name not in ('_to_copy', 'copy_', '_copy_from'):
+            raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
+                               f"{DEVICE} and cpu! (in {func})")
+        to_host = name == '_to_copy' and torch.device(kwargs.get('device') or DEVICE).type == 'cpu'
+        into_host = name == 'copy_' and not isinstance(args[0], FakeGpuTensor)
+        if name in HOST_READS or to_host or into_host:
+            host_reads.append(name)
+        unwrap = lambda v: (v.cpu_data if isinstance(v, FakeGpuTensor)
+                            else torch.device('cpu') if isinstance(v, torch.device) and v.type == NAME else v)
+        out = func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
+        if to_host:
+            return out
+        # An in-place operation returns its input: hand back the wrapper it came in, not a new one.
+        by_data = {id(w.cpu_data): w for w in wrappers}
+        wrap = lambda v: (by_data[id(v)] if id(v) in by_data else FakeGpuTensor(v)) if type(v) is torch.Tensor else v
+        return tree_map(wrap, out)
+
+
+class Backend:
+    """torch.fakegpu: what torch asks of a device's module (how many there are, their random generator)."""
+
+    def __init__(self):
+        self.generator = torch.Generator()  # the device's generator (nothing draws from it but tests)
+
+    is_available = staticmethod(lambda: True)
+    device_count = staticmethod(lambda: 1)
+    current_device = staticmethod(lambda: 0)
+    _is_in_bad_fork = staticmethod(lambda: False)
+    get_amp_supported_dtype = staticmethod(lambda: [torch.float16, torch.bfloat16])
+
+    def manual_seed_all(self, seed):
+        self.generator.manual_seed(seed)
+
+    manual_seed = manual_seed_all
+
+    def get_rng_state(self, device=None):
+        return self.generator.get_state()
+
+    def set_rng_state(self, state, device=None):
+        self.generator.set_state(state)
+
+
+
+@contextlib.contextmanager
+def counting_host_reads():
+    """Collects the names of the host reads made inside the block."""
+    start = len(host_reads)
+    reads = []
+    try:
+        yield reads
+    finally:
+        reads.extend(host_reads[start:])
+
+
+def _register():
+    _setup_privateuseone_for_python_backend(NAME, backend_module=Backend())
+    global DEVICE
+    DEVICE = torch.device(NAME, 0)  # a device string torch accepts only once the backend has its name
+
+    @torch.library.impl('aten::empty.memory_format', 'privateuseone')
+    def empty(size, *, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
+        return FakeGpuTensor(torch.empty(size, dtype=dtype, memory_format=memory_format or torch.contiguous_format))
+
+    @torch.library.impl('aten::empty_strided', 'privateuseone')
+    def empty_strided(size, stride, *, dtype=None, layout=None, device=None, pin_memory=None):
+        return FakeGpuTensor(torch.empty_strided(size, stride, dtype=dtype))
+
+    @torch.library.impl('aten::_copy_from', 'privateuseone')
+    def copy_from(source, destination, non_blocking=False):  # host to device (the other way is dispatched above)
+        destination.cpu_data.copy_(source)
+        return destination
+
+
+_register()

@@ -1,0 +1,122 @@
+"""Device mistakes caught on a CPU: the learner on the pretend GPU of tests/fakegpu.py (tensors that hold CPU
+data but say they are on fakegpu:0), and mixed precision's dtypes. What a user gets back must be on the CPU,
+as in fastai; a training step may wait for the device once; tta must leave every random stream as it was."""
+import matplotlib
+import pytest
+import torch
+
+from pets.data.block import DataBlock
+from pets.data.images import Resize
+from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
+from pets.interpret import ClassificationInterpretation
+from pets.learner import Learner, cnn_learner
+from pets.metrics import accuracy, error_rate
+from pets.precision import mixed_precision_callback
+
+matplotlib.use('Agg')
+
+
+def device_learner(folder, device):
+    """An untrained resnet18 over the pet folder (presized, no augmentation) on device."""
+    block = DataBlock(get_items=get_image_files, splitter=RandomSplitter(valid_pct=0.25, seed=0), item_tfms=Resize(32),
+                      get_y=using_attr(RegexLabeller(r'(.+)_\d+.jpg$'), 'name'))
+    dls = block.dataloaders(folder, bs=6, num_workers=0, device=device, seed=0)
+    torch.manual_seed(0)
+    return cnn_learner(dls, 'resnet18', metrics=[error_rate, accuracy], pretrained=False, progress=False)
+
+
+def on_cpu(*tensors):
+    return all(t.device.type == 'cpu' for t in tensors)
+
+
+def test_the_pretend_gpu_is_not_the_cpu(fakegpu):
+    x = torch.ones(3).to('fakegpu')
+    assert x.device == fakegpu.DEVICE and (x * 2).device == fakegpu.DEVICE and torch.equal(x.cpu(), torch.ones(3))
+    with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
+        x + torch.ones(3)
+    with pytest.raises(TypeError, match="can't convert fakegpu:0 device type tensor to numpy"):
+        x.numpy()
+    with fakegpu.counting_host_reads() as reads:
+        float(x.sum())
+    assert reads == ['_local_scalar_dense']
+
+
+def test_a_learner_on_a_gpu_trains_predicts_interprets_and_hands_back_cpu_tensors(pet_folder, fakegpu):
+    learn = device_learner(pet_folder, 'fakegpu')
+    assert next(learn.model.parameters()).device == fakegpu.DEVICE
+    learn.fit_one_cycle(1, 1e-3)
+    assert all(isinstance(v, float) for row in learn.recorder.values for v in row)
+    probabilities, targets = learn.get_preds()
+    _, _, losses = learn.get_preds(with_loss=True)
+    tta_probabilities, _ = learn.tta(n=2)
+    label, index, predicted = learn.predict(pet_folder / 'beagle_0.jpg')
+    assert on_cpu(probabilities, targets, losses, tta_probabilities, index, predicted)
+    assert label == learn.dls.vocab[index]
+    interp = ClassificationInterpretation.from_learner(learn)
+    assert on_cpu(interp.probabilities, interp.targets, interp.losses, interp.confusion_matrix())
+    interp.most_confused()
+    assert interp.plot_confusion_matrix().axes and interp.plot_top_losses(3).axes
+    assert learn.show_results(max_n=3).axes
+    suggestions = learn.lr_find(num_it=5, show_plot=False)
+    assert all(isinstance(v, float) for v in (*suggestions, *learn.recorder.lr_find.losses))
+
+
+def test_a_training_step_waits_for_the_gpu_once(pet_folder, fakegpu):
+    """The loss is read once per step (the NaN guard and the recorder share it); nothing else the step does
+    reads a value back from the device."""
+    reads_per_step = []
+
+    class CountReads:
+        def before_batch(self, learn):
+            self.start = len(fakegpu.host_reads)
+
+        def after_batch(self, learn):
+            reads_per_step.append(fakegpu.host_reads[self.start:])
+
+    learn = device_learner(pet_folder, 'fakegpu')
+    learn.add_cb(CountReads())
+    learn.fit(1, lr=1e-3)
+    assert reads_per_step and all(reads == ['_local_scalar_dense'] for reads in reads_per_step), reads_per_step
+
+
+def test_the_nan_guard_still_stops_a_step_on_a_gpu(pet_folder, fakegpu):
+    learn = device_learner(pet_folder, 'fakegpu')
+    learn.loss_func = lambda logits, targets: logits.sum() * float('nan')
+    before = [p.detach().cpu().clone() for p in learn.model.parameters()]
+    with pytest.raises(FloatingPointError, match="the loss became nan"):
+        learn.fit(1, lr=1e-3)
+    assert all(torch.equal(a, p.detach().cpu()) for a, p in zip(before, learn.model.parameters()))
+
+
+def test_tta_leaves_the_gpus_random_stream_as_it_was(pet_folder, fakegpu):
+    learn = device_learner(pet_folder, 'fakegpu')
+    torch.manual_seed(1)
+    device_state, cpu_state = torch.fakegpu.get_rng_state(), torch.get_rng_state()
+    learn.tta(n=2)
+    assert torch.equal(torch.fakegpu.get_rng_state(), device_state) and torch.equal(torch.get_rng_state(), cpu_state)
+
+
+@pytest.mark.parametrize('device', ['cpu', 'cuda'])
+def test_float16_training_keeps_a_float32_loss_and_takes_the_scalers_first_step(pet_folder, device):
+    """Under float16 autocast the network computes in float16 and the loss is float32 (autocast's policy for
+    losses), so GradScaler's 65536 x loss (about 72000 here) stays finite and its first step is taken: the
+    scale is not halved. A float16 loss would overflow (float16 stops at 65504) and the step be skipped.
+    GradScaler and float16 autocast run on the CPU too. The model is small enough that its gradients fit
+    float16 once scaled (a deep net's may not, and then the scaler rightly halves its scale)."""
+    if device == 'cuda' and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (none here)")
+    dls = device_learner(pet_folder, device).dls
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, dls.c))
+    learn = Learner(dls, model, metrics=error_rate, progress=False).to_precision('fp16')
+    dtypes = []
+
+    class RecordDtypes:
+        def before_backward(self, learn):
+            dtypes.append((learn.pred.dtype, learn.loss.dtype))
+
+    learn.add_cb(RecordDtypes())
+    before = [p.detach().clone() for p in learn.model.parameters()]
+    learn.fit(1, lr=1e-3)
+    assert set(dtypes) == {(torch.float16, torch.float32)}
+    assert mixed_precision_callback(learn).scaler.get_scale() == 2.0 ** 16  # no step was skipped
+    assert all(not torch.equal(a, p.detach()) for a, p in zip(before, learn.model.parameters()))
