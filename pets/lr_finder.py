@@ -68,6 +68,30 @@ class LRFinderResult:
         self.lrs, self.losses, self.smooth_losses = [], [], []
 
 
+class SmoothedLoss:
+    """fastai's smoothed training loss: an exponential moving average of the raw losses, debiased.
+
+        a_i = beta a_{i-1} + (1 - beta) loss_i  (a_0 = 0),    smooth_i = a_i / (1 - beta^i)
+
+    The division takes out the weight the average still gives its starting 0 (as Adam's bias correction
+    does), so the first smoothed value is the first loss itself. Call it with each raw loss in turn.
+    """
+
+    def __init__(self, beta=0.98):
+        self.beta, self.average, self.count = beta, 0.0, 0
+
+    def __call__(self, loss):
+        self.count += 1
+        self.average = self.beta * self.average + (1 - self.beta) * loss
+        return self.average / (1 - self.beta ** self.count)
+
+
+def diverged(smooth, best, stop_div=True):
+    """Whether the sweep stops at this smoothed loss: it is not finite, or (stop_div) it is above four times
+    the best so far, fastai's sign that the rate has passed the point where training falls apart."""
+    return not math.isfinite(smooth) or (stop_div and smooth > 4 * best)
+
+
 def run_sweep(learn, start_lr=1e-7, end_lr=10.0, num_it=100, stop_div=True, beta=0.98):
     """Trains num_it batches at the sweep's rates (all groups alike); returns the LRFinderResult.
     The learner's model and optimizer state are restored at the end, whatever happens."""
@@ -75,11 +99,11 @@ def run_sweep(learn, start_lr=1e-7, end_lr=10.0, num_it=100, stop_div=True, beta
         learn.create_opt()
     saved_model = copy.deepcopy(learn.model.state_dict())
     saved_opt = learn.opt.state_dict()
-    result, average, best = LRFinderResult(), 0.0, math.inf
+    result, smoothed, best = LRFinderResult(), SmoothedLoss(beta), math.inf
     try:
         learn.train_mode()
         batches = iter(learn.dls.train)
-        for step, lr in enumerate(lr_sweep(start_lr, end_lr, num_it).tolist()):
+        for lr in lr_sweep(start_lr, end_lr, num_it).tolist():
             try:
                 x, y = next(batches)
             except StopIteration:
@@ -89,16 +113,14 @@ def run_sweep(learn, start_lr=1e-7, end_lr=10.0, num_it=100, stop_div=True, beta
                 group['lr'] = lr
             try:
                 learn.train_step(x, y)
-                value = learn.loss_value
             except FloatingPointError:  # diverged: the end of the sweep
                 break
-            average = beta * average + (1 - beta) * value
-            smooth = average / (1 - beta ** (step + 1))
+            smooth = smoothed(learn.loss_value)
             result.lrs.append(lr)
-            result.losses.append(value)
+            result.losses.append(learn.loss_value)
             result.smooth_losses.append(smooth)
             best = min(best, smooth)
-            if not math.isfinite(smooth) or (stop_div and smooth > 4 * best):
+            if diverged(smooth, best, stop_div):
                 break
     finally:
         learn.model.load_state_dict(saved_model)
