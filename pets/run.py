@@ -106,6 +106,9 @@ def parse_args(argv):
     parser.add_argument('--size', type=at_least(1), default=224, help='the side of the images the model sees')
     parser.add_argument('--min-scale', type=scale, default=0.75,
                         help="the random-resized crop's smallest share of the image's area, in (0, 1]")
+    parser.add_argument('--crop-ratio', type=positive, nargs=2, default=(1.0, 1.0), metavar=('LOW', 'HIGH'),
+                        help="the random-resized crop's aspect ratio (width / height) is drawn between these: "
+                             "1 1 (default) crops squares as fastai; 0.75 1.333 is torchvision's, stretched")
     parser.add_argument('--seed', type=int, default=42,
                         help='seeds the split, the order, the augmentation and the head: a CPU run repeats exactly')
     parser.add_argument('--deterministic', action='store_true',
@@ -122,6 +125,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.epochs == 0 and args.freeze_epochs == 0:
         parser.error('--epochs and --freeze-epochs are both 0: nothing would train; give one of them an epoch')
+    if args.crop_ratio[0] > args.crop_ratio[1]:
+        parser.error(f"--crop-ratio {args.crop_ratio[0]:g} {args.crop_ratio[1]:g}: give the lower ratio first")
     return args
 
 
@@ -360,7 +365,7 @@ def build_learner(args, out, cbs):
     block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=lambda _: items,
                       splitter=RandomSplitter(seed=args.seed), get_y=label,
                       item_tfms=Resize(args.presize),
-                      batch_tfms=aug_transforms(size=args.size, min_scale=args.min_scale))
+                      batch_tfms=aug_transforms(size=args.size, min_scale=args.min_scale, crop_ratio=args.crop_ratio))
     checkpoint = SaveCheckpoint(out / 'checkpoint.pth', extra={'lr': args.lr})
     try:
         dls = block.dataloaders(folder, bs=args.bs, num_workers=args.workers, device=args.device, seed=args.seed)

@@ -121,6 +121,8 @@ def test_user_errors_name_the_problem_and_the_fix(pet_folder, tmp_path):
     (['--lr-mult', '0'], 'argument --lr-mult: 0 is not above 0'),
     (['--label-smoothing', 'x'], "argument --label-smoothing: 'x' is not a number"),
     (['--epochs', '0', '--freeze-epochs', '0'], '--epochs and --freeze-epochs are both 0: nothing would train'),
+    (['--crop-ratio', '1.3', '0.75'], '--crop-ratio 1.3 0.75: give the lower ratio first'),
+    (['--crop-ratio', '0', '1'], 'argument --crop-ratio: 0 is not above 0'),
 ])
 def test_nonsense_numbers_get_one_line_and_exit_code_2(options, message, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -279,3 +281,11 @@ def test_the_model_is_exported_before_the_plots_can_fail(pet_folder, tmp_path, m
     with pytest.raises(RuntimeError, match='a plot failed'):
         main(['--data', str(pet_folder), *SMALL, '--freeze-epochs', '1', '--epochs', '1', '--out', str(tmp_path)])
     assert torch.load(tmp_path / 'model.pth', weights_only=True)['vocab']
+
+
+def test_crop_ratio_reaches_the_augmentation(pet_folder, tmp_path):
+    from pets.run import build_learner, parse_args
+    for options, expected in (([], (1.0, 1.0)), (['--crop-ratio', '0.75', '1.25'], (0.75, 1.25))):
+        args = parse_args(['--data', str(pet_folder), *SMALL, *options, '--out', str(tmp_path)])
+        learn, _, _ = build_learner(args, tmp_path, ())
+        assert learn.dls.train.batch_tfms[0].crop_ratio == expected
