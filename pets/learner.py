@@ -216,15 +216,18 @@ class Learner:
         """Layer groups before n_frozen do not train, except their BatchNorm layers when those come at or
         after n_frozen_batchnorm; frozen BatchNorm layers keep their running statistics too (eval mode)."""
         self._trainable = (n_frozen, n_frozen_batchnorm)
-        frozen_batchnorm = set()
         for i, group in enumerate(self._parameters()):
             for p, is_batchnorm, _ in group:
-                trainable = i >= (n_frozen_batchnorm if is_batchnorm else n_frozen)
-                p.requires_grad_(trainable)
-                if is_batchnorm and not trainable:
-                    frozen_batchnorm.add(id(p))
-        self.frozen_batchnorms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                                  and any(id(p) in frozen_batchnorm for p in m.parameters(recurse=False))]
+                p.requires_grad_(i >= (n_frozen_batchnorm if is_batchnorm else n_frozen))
+        self.frozen_batchnorms = [m for group in self.groups[:n_frozen_batchnorm] for m in self._batchnorms(group)]
+
+    def _batchnorms(self, group):
+        """The BatchNorm layers of a layer group: a module's own, or those whose parameters a list holds."""
+        is_batchnorm = lambda m: isinstance(m, nn.modules.batchnorm._BatchNorm)
+        if isinstance(group, nn.Module):
+            return [m for m in group.modules() if is_batchnorm(m)]
+        held = {id(p) for p in group}
+        return [m for m in self.model.modules() if is_batchnorm(m) and m.weight is not None and id(m.weight) in held]
 
     def freeze_to(self, n, train_bn=True):
         """Freezes the layer groups before group n.
