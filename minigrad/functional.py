@@ -20,6 +20,8 @@ torch's own kernels accumulate: a sum of 1000 exponentials in float16 would lose
 Under torch.autocast the functions follow autocast's policy: those on its float32 list (the losses on every
 device; softmax and log_softmax on CUDA) take a 16-bit input as float32 and return float32, as torch's do.
 """
+from typing import NamedTuple, Optional
+
 import torch
 
 REDUCTIONS = ('none', 'mean', 'sum')
@@ -359,7 +361,7 @@ def class_index_weights(target, weight, ignore_index, dtype):
     return index, w_t, counted
 
 
-class TargetDistribution:
+class TargetDistribution(NamedTuple):
     """cross_entropy's target distribution, weighted: q_ic = at_target_i [c == t_i] + spread_ic.
 
     index:     t as an index along the class dimension, size 1 there (None for probability targets);
@@ -368,9 +370,11 @@ class TargetDistribution:
     counted:   which samples count (t_i != ignore_index; None for probability targets);
     count:     what 'mean' divides the sum of the losses by.
     """
-
-    def __init__(self, index, at_target, spread, counted, count):
-        self.index, self.at_target, self.spread, self.counted, self.count = index, at_target, spread, counted, count
+    index: Optional[torch.Tensor]
+    at_target: Optional[torch.Tensor]
+    spread: Optional[torch.Tensor]
+    counted: Optional[torch.Tensor]
+    count: object
 
 
 def target_distribution(target, weight, ignore_index, eps, class_dim, n_classes, dtype):
