@@ -175,14 +175,15 @@ CORNERS = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
 
 
 def perspective_matrices(x_magnitudes, y_magnitudes):
-    """fastai's Warp: the output's corners read from input corners moved by the magnitudes.
+    """fastai's Warp: a tilt of the image plane, left-right by mx and up-down by my.
 
-    With mx, my per image (fastai draws them uniform in [-max_warp, max_warp]), the corners
-    (-1,-1), (1,-1), (1,1), (-1,1) map to (-1-my, -1-mx), (1+my, -1+mx), (1-my, 1-mx), (-1+my, 1+mx):
-    a tilt of the image plane, left-right by mx and up-down by my.
+    With mx, my per image (fastai draws them uniform in [-max_warp, max_warp]), the output->input map sends
+    the moved points (-1-my, -1-mx), (1+my, -1+mx), (1-my, 1-mx), (-1+my, 1+mx) to the corners (-1,-1),
+    (1,-1), (1,1), (-1,1), in that order: the output pixel at a moved point reads the input's corner there,
+    as fastai's _WarpCoord, whose coefficients map its target points onto the original ones.
     """
     mx, my = x_magnitudes.float(), y_magnitudes.float()
-    targets = torch.stack([torch.stack([-1 - my, -1 - mx], 1), torch.stack([1 + my, -1 + mx], 1),
-                           torch.stack([1 - my, 1 - mx], 1), torch.stack([-1 + my, 1 + mx], 1)], dim=1)
-    sources = CORNERS.to(mx.device).expand(len(mx), 4, 2)
-    return homography_from_corners(sources, targets)
+    moved = torch.stack([torch.stack([-1 - my, -1 - mx], 1), torch.stack([1 + my, -1 + mx], 1),
+                         torch.stack([1 - my, 1 - mx], 1), torch.stack([-1 + my, 1 + mx], 1)], dim=1)
+    corners = CORNERS.to(mx.device).expand(len(mx), 4, 2)
+    return homography_from_corners(moved, corners)

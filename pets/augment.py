@@ -95,11 +95,15 @@ class AugTransform:
         return geometry
 
     def matrices(self, geometry, n, aspect=1.0):
-        """One output->input matrix per image: crop @ flip @ rotation @ zoom @ warp (the warp acts first on
-        the output's coordinates, the crop last, so each stage sees the image the previous one made)."""
+        """One output->input matrix per image, composed as fastai composes its passes:
+            warp @ flip @ rotation @ zoom @ crop.
+        An output point goes through the crop first and the warp last: fastai warps, flips, rotates and
+        zooms the presized image (one pass, the affine matrix and then its warp on the sampling grid), then
+        crops the result (RandomResizedCropGPU, a second pass), so the rotation turns about the presized
+        image's centre and the crop frames the turned image. Here the same map is one matrix and one pass."""
         m = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
-        if 'crop_width' in geometry:
-            m = H.crop_matrices(geometry['crop_width'], geometry['crop_height'], geometry['crop_centre']).double() @ m
+        if 'warp_x' in geometry:
+            m = H.perspective_matrices(geometry['warp_x'], geometry['warp_y']).double()
         if 'flip' in geometry:
             m = m @ H.flip_matrices(geometry['flip']).double()
         if 'flip_vertical' in geometry:
@@ -112,8 +116,8 @@ class AugTransform:
             m = m @ H.rotation_matrices(geometry['angle'], aspect).double()
         if 'zoom' in geometry:
             m = m @ H.zoom_matrices(geometry['zoom'], geometry['zoom_centre']).double()
-        if 'warp_x' in geometry:
-            m = m @ H.perspective_matrices(geometry['warp_x'], geometry['warp_y']).double()
+        if 'crop_width' in geometry:
+            m = m @ H.crop_matrices(geometry['crop_width'], geometry['crop_height'], geometry['crop_centre']).double()
         return m.float()
 
     def draw_matrices(self, n, aspect=1.0):

@@ -16,6 +16,7 @@ metrics in pets.metrics.
 """
 import math
 import time
+import warnings
 from functools import partial
 
 import torch
@@ -52,7 +53,7 @@ class Recorder:
     def __init__(self, metric_names, progress=True):
         self.metric_names, self.progress = list(metric_names), progress
         self.losses, self.lrs, self.moms, self.values = [], [], [], []
-        self.lr_find, self.lr_find_suggestions = None, None
+        self.lr_find, self.lr_find_suggestions, self.lr_find_points = None, None, None
         self.total, self.count, self.start = 0.0, 0, 0.0
 
     @property
@@ -117,7 +118,7 @@ class Recorder:
 
     def plot_lr_find(self):
         """The last lr_find's curve with its suggestions."""
-        return plot_lr_find(self.lr_find, self.lr_find_suggestions)
+        return plot_lr_find(self.lr_find, self.lr_find_suggestions, self.lr_find_points)
 
 
 def trainable_params(model):
@@ -230,22 +231,39 @@ class Learner:
         return [m for m in self.model.modules() if is_batchnorm(m) and m.weight is not None and id(m.weight) in held]
 
     def freeze_to(self, n, train_bn=True):
-        """Freezes the layer groups before group n.
+        """Freezes the layer groups before group n, as fastai's freeze_to: a negative n counts from the end
+        (freeze_to(-2): the last two groups train), and n at or past the number of groups freezes them all,
+        with a warning. The optimizer's state is cleared (fastai's opt.clear_state()): the phase that follows
+        starts Adam afresh, step 0 and zero moments, whatever trained before.
 
         train_bn=True (fastai): their BatchNorm layers keep training, scale, shift and running statistics.
         train_bn=False: those BatchNorm layers are frozen whole, statistics included; on a few images per
         class that keeps the pretrained features intact.
         """
-        self._set_trainable(n, 0 if train_bn else n)
+        n_groups = len(self.groups)
+        n_frozen = n if n >= 0 else max(n_groups + n, 0)
+        if n_frozen >= n_groups:
+            warnings.warn(f"freeze_to({n}): freezing {n_frozen} layer groups of {n_groups}: the whole model is frozen")
+            n_frozen = n_groups
+        self._set_trainable(n_frozen, 0 if train_bn else n_frozen)
+        self.clear_opt_state()
 
     def freeze(self, train_bn=True):
-        """Trains only the last layer group, the new head (and BatchNorm layers, with train_bn)."""
-        self.freeze_to(len(self.groups) - 1, train_bn)
+        """Trains only the last layer group, the new head (and BatchNorm layers, with train_bn): freeze_to(-1)."""
+        self.freeze_to(-1, train_bn)
 
     def unfreeze(self, train_bn=True, first_group=0):
-        """Trains every layer group from first_group on (all of them by default); train_bn=False keeps the
-        body's BatchNorm layers frozen whole, in the groups that train too."""
+        """Trains every layer group from first_group on (all of them by default: freeze_to(0));
+        train_bn=False keeps the body's BatchNorm layers frozen whole, in the groups that train too. The
+        optimizer's state is cleared, as by freeze_to."""
         self._set_trainable(first_group, 0 if train_bn else len(self.groups) - 1)
+        self.clear_opt_state()
+
+    def clear_opt_state(self):
+        """Forgets the optimizer's per-parameter state (Adam's step counts and moments, SGD's momentum),
+        keeping its hyper-parameters: fastai's opt.clear_state(), which freeze_to and unfreeze call."""
+        if self.opt is not None:
+            self.opt.state.clear()
 
     def train_mode(self):
         """Training mode, except for frozen BatchNorm layers, which keep their statistics (eval mode)."""
@@ -450,11 +468,13 @@ class Learner:
         self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
 
     def lr_find(self, start_lr=1e-7, end_lr=10, num_it=100, stop_div=True, show_plot=True, suggest_funcs=(valley,)):
-        """Sweeps the learning rate (see pets.lr_finder); returns SuggestedLRs, one field per suggest_func.
+        """Sweeps the learning rate (see pets.lr_finder); returns SuggestedLRs, one field per suggest_func
+        (fastai's rules, or your own with their signature f(lrs, losses, num_it) -> (lr, (lr, loss))).
         The model and optimizer come back as they were. show_plot draws the curve (recorder.plot_lr_find)."""
+        suggest_funcs = suggest_funcs if isinstance(suggest_funcs, (list, tuple)) else (suggest_funcs,)
         result = run_sweep(self, start_lr, end_lr, num_it, stop_div)
         self.recorder.lr_find = result
-        self.recorder.lr_find_suggestions = suggest(result, suggest_funcs, num_it)
+        self.recorder.lr_find_suggestions, self.recorder.lr_find_points = suggest(result, suggest_funcs, num_it)
         if show_plot:
             self.recorder.plot_lr_find()
         return self.recorder.lr_find_suggestions

@@ -80,10 +80,19 @@ class MixedPrecision:
     def autocast(self, device):
         return torch.autocast(device.type, dtype=self.dtype)
 
+    def before_fit(self, learn):
+        # A new scaler for each fit, as fastai's MixedPrecision makes one: a scale that one fit's overflows
+        # halved (an lr_find sweep's, say) does not carry into the next. A fit resumed from a checkpoint
+        # (start_epoch > 0) keeps the scaler the checkpoint restored.
+        if self.dtype == torch.float16 and learn.start_epoch == 0:
+            self.scaler = self.new_scaler(learn.dls.device)
+
+    def new_scaler(self, device):
+        return torch.amp.GradScaler(torch.device(device).type)
+
     def before_backward(self, learn):
-        # The scaler is made at the first backward and kept: the scale it has learned carries over.
-        if self.scaler is None and self.dtype == torch.float16:
-            self.scaler = torch.amp.GradScaler(learn.dls.device.type)
+        if self.scaler is None and self.dtype == torch.float16:  # a train_step outside any fit
+            self.scaler = self.new_scaler(learn.dls.device)
         if self.scaler is not None:
             learn.loss_grad = self.scaler.scale(learn.loss)
 
@@ -99,8 +108,24 @@ class MixedPrecision:
 
     def load_scaler_state(self, state, device):
         if state is not None:
-            self.scaler = torch.amp.GradScaler(torch.device(device).type)
+            self.scaler = self.new_scaler(device)
             self.scaler.load_state_dict(state)
+
+
+@contextlib.contextmanager
+def own_scaler(learn):
+    """Inside: a fresh loss scaler (float16 only), put back as it was after. lr_find's sweep runs in one, as
+    fastai's, where the sweep is a fit of its own: a sweep that diverges halves its own scale, not the run's."""
+    callback = mixed_precision_callback(learn)
+    if callback is None or callback.dtype != torch.float16:
+        yield
+        return
+    saved = callback.scaler
+    callback.scaler = callback.new_scaler(learn.dls.device)
+    try:
+        yield
+    finally:
+        callback.scaler = saved
 
 
 def mixed_precision_callback(learn):

@@ -34,6 +34,9 @@ class Recipe:
         pct_start, div: phase 2's one-cycle warm-up share, and its starting rate, peak / div.
         first_group: phase 2 trains the layer groups from this one on; the ones before stay frozen (the
             rates are spread over all the groups still, so each group that trains keeps its rate).
+        freeze_epochs, epochs, lr, presize, bs: the run the recipe was made for, pets.run's defaults when
+            it is chosen: the epochs of each phase, phase 1's peak rate, the side every image is presized
+            to, and the batch size.
     """
     name: str
     train_bn: bool
@@ -43,14 +46,25 @@ class Recipe:
     pct_start: float
     div: float
     first_group: int = 0
+    freeze_epochs: int = FREEZE_EPOCHS
+    epochs: int = EPOCHS
+    lr: float = LR
+    presize: int = 256
+    bs: int = 32
 
-    def train(self, learn, freeze_epochs, epochs, lr, lr_mult=None):
+    def train(self, learn, freeze_epochs, epochs, lr, lr_mult=None, keep_optimizer_state=False):
         """Phase 1: the head alone, one-cycle over freeze_epochs peaking at lr. Phase 2: everything,
         one-cycle over epochs peaking at slice(lr / head_div / lr_mult, lr / head_div), the layer groups
-        before first_group still frozen. A phase of 0 epochs is skipped."""
+        before first_group still frozen. A phase of 0 epochs is skipped.
+
+        Each phase starts Adam afresh (freeze and unfreeze clear the optimizer's state, as fastai's);
+        keep_optimizer_state=True lets phase 2 continue the head's step counts and moments instead."""
         learn.freeze(train_bn=self.train_bn)
         learn.fit_one_cycle(freeze_epochs, slice(lr), pct_start=self.head_pct_start)
+        kept = learn.opt.state_dict() if keep_optimizer_state and learn.opt is not None else None
         learn.unfreeze(train_bn=self.train_bn, first_group=self.first_group)
+        if kept is not None:
+            learn.opt.load_state_dict(kept)
         learn.fit_one_cycle(epochs, self.phase_two_lr(lr, lr_mult), pct_start=self.pct_start, div=self.div)
 
     def phase_two_lr(self, lr, lr_mult=None):
@@ -68,8 +82,10 @@ RECIPES = {recipe.name: recipe for recipe in [
     # not differentiating them cuts a training batch of the default run from 0.95 s to 0.55 s.
     Recipe('frozen-bn', train_bn=False, head_pct_start=0.25, head_div=10, lr_mult=100, pct_start=0.3, div=5.0,
            first_group=1),
-    # fastai's fine_tune exactly, the book's recipe: BatchNorm trains throughout; phase 1 warms up over 99%
-    # of its steps (a new head's first large steps would undo what its small ones found); phase 2 at half
-    # the rate, the body's first group 100x slower.
-    Recipe('fastai', train_bn=True, head_pct_start=0.99, head_div=2, lr_mult=100, pct_start=0.3, div=5.0),
+    # fastai's fine_tune exactly, the book's first run (learn.fine_tune(2) on Resize(460) items in batches of
+    # 64, fine_tune's base_lr=2e-3): BatchNorm trains throughout; phase 1 warms up over 99% of its steps (a
+    # new head's first large steps would undo what its small ones found); phase 2 at half the rate, the
+    # body's first group 100x slower; each phase starts Adam afresh (freeze and unfreeze clear its state).
+    Recipe('fastai', train_bn=True, head_pct_start=0.99, head_div=2, lr_mult=100, pct_start=0.3, div=5.0,
+           freeze_epochs=1, epochs=2, lr=2e-3, presize=460, bs=64),
 ]}

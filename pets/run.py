@@ -78,12 +78,17 @@ def parse_args(argv):
     parser.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=True,
                         help="start from the network's ImageNet weights")
     parser.add_argument('--recipe', default='frozen-bn', choices=sorted(RECIPES),
-                        help="frozen-bn: this script's (see above); fastai: the book's fine_tune (pets.recipes)")
-    parser.add_argument('--epochs', type=at_least(0), default=EPOCHS, help='one-cycle epochs of the whole network')
-    parser.add_argument('--freeze-epochs', type=at_least(0), default=FREEZE_EPOCHS,
-                        help='one-cycle epochs of the head alone, first')
-    parser.add_argument('--lr', type=learning_rate, default=LR,
-                        help="the head's peak learning rate, or 'find' for lr_find's valley suggestion")
+                        help="frozen-bn: this script's (see above); fastai: the book's fine_tune (pets.recipes), "
+                             "which brings the book's run: --freeze-epochs 1 --epochs 2 --lr 2e-3 "
+                             "--presize 460 --bs 64")
+    parser.add_argument('--epochs', type=at_least(0), default=None,
+                        help=f'one-cycle epochs of the whole network (default: the recipe\'s, {EPOCHS} for frozen-bn)')
+    parser.add_argument('--freeze-epochs', type=at_least(0), default=None,
+                        help=f'one-cycle epochs of the head alone, first (default: the recipe\'s, {FREEZE_EPOCHS} '
+                             f'for frozen-bn)')
+    parser.add_argument('--lr', type=learning_rate, default=None,
+                        help=f"the head's peak learning rate, or 'find' for lr_find's valley suggestion (default: "
+                             f"the recipe's, {LR:g} for frozen-bn)")
     parser.add_argument('--precision', default='auto', choices=PRECISIONS,
                         help="what the network computes in (pets.precision): auto takes bfloat16 where the "
                              "hardware has it (CPUs with avx512_bf16 or AMX, GPUs since Ampere), float16 with loss "
@@ -95,14 +100,19 @@ def parse_args(argv):
     parser.add_argument('--lr-mult', type=positive, default=None,
                         help="unfrozen phase: the head trains lr_mult times faster than the first layer group "
                              "(default: the recipe's, 100 for both)")
+    parser.add_argument('--keep-opt-state', action='store_true',
+                        help="phase 2 continues phase 1's optimizer state (Adam's step counts and moments) instead "
+                             "of starting afresh, as fastai's unfreeze does")
     parser.add_argument('--tta', type=at_least(0), default=0, metavar='N',
                         help='also score the validation set with test-time augmentation over N views (0: not)')
-    parser.add_argument('--bs', type=at_least(1), default=32,
-                        help='images per batch, per process: under torchrun a step sees bs x processes images')
+    parser.add_argument('--bs', type=at_least(1), default=None,
+                        help="images per batch, per process: under torchrun a step sees bs x processes images "
+                             "(default: the recipe's, 32 for frozen-bn)")
     parser.add_argument('--sync-bn', action='store_true',
                         help='under torchrun on GPUs: BatchNorm statistics over all processes (SyncBatchNorm)')
-    parser.add_argument('--presize', type=at_least(1), default=256,
-                        help='each image is first resized (centre-cropped for validation) to this many pixels')
+    parser.add_argument('--presize', type=at_least(1), default=None,
+                        help="each image is first resized (centre-cropped for validation) to this many pixels "
+                             "(default: the recipe's, 256 for frozen-bn)")
     parser.add_argument('--size', type=at_least(1), default=224, help='the side of the images the model sees')
     parser.add_argument('--min-scale', type=scale, default=0.75,
                         help="the random-resized crop's smallest share of the image's area, in (0, 1]")
@@ -123,6 +133,10 @@ def parse_args(argv):
     parser.add_argument('--device', default=None, help="'cpu', 'cuda' (default: the GPU if there is one)")
     parser.add_argument('--out', default='pets-output', help='folder for the results')
     args = parser.parse_args(argv)
+    recipe = RECIPES[args.recipe]
+    for option in ('freeze_epochs', 'epochs', 'lr', 'presize', 'bs'):
+        if getattr(args, option) is None:
+            setattr(args, option, getattr(recipe, option))
     if args.epochs == 0 and args.freeze_epochs == 0:
         parser.error('--epochs and --freeze-epochs are both 0: nothing would train; give one of them an epoch')
     if args.crop_ratio[0] > args.crop_ratio[1]:
@@ -381,7 +395,8 @@ def build_learner(args, out, cbs):
 def train(learn, args, checkpoint):
     """The recipe (pets.recipes); a failure becomes TrainingFailed, the checkpoint kept."""
     try:
-        RECIPES[args.recipe].train(learn, args.freeze_epochs, args.epochs, args.lr, args.lr_mult)
+        RECIPES[args.recipe].train(learn, args.freeze_epochs, args.epochs, args.lr, args.lr_mult,
+                                   keep_optimizer_state=args.keep_opt_state)
     except (FloatingPointError, torch.OutOfMemoryError) as error:
         kept = (f"the checkpoint of the last completed epoch stays in {checkpoint}: add --resume to continue "
                 f"from it" if Path(checkpoint).exists() else "no epoch had completed, so there is no checkpoint")

@@ -28,9 +28,11 @@ def test_perspective_maps_the_corners_where_asked():
     h = H.homography_from_corners(sources, targets)
     mapped = torch.cat([sources, torch.ones(5, 4, 1)], dim=-1) @ h.transpose(1, 2)
     torch.testing.assert_close(mapped[..., :2] / mapped[..., 2:], targets, atol=1e-5, rtol=0)
+    # fastai's direction: the output point at the moved corner (-1 - my, -1 - mx) reads the input's corner.
+    # (Checked against fastai's own _WarpCoord in tests/pets/test_fastai_parity.py.)
     fastai = H.perspective_matrices(torch.tensor([0.2]), torch.tensor([-0.1]))
-    corner = fastai @ torch.tensor([-1.0, -1.0, 1.0])
-    torch.testing.assert_close(corner[0, :2] / corner[0, 2], torch.tensor([-1 + 0.1, -1 - 0.2]))
+    corner = fastai @ torch.tensor([-1 + 0.1, -1 - 0.2, 1.0])
+    torch.testing.assert_close(corner[0, :2] / corner[0, 2], torch.tensor([-1.0, -1.0]))
 
 
 @given(seed=st.integers(0, 2**31 - 1), min_scale=st.floats(0.05, 1.0))

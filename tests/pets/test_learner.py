@@ -187,9 +187,12 @@ def test_suggestion_rules_on_a_known_curve():
     lrs = torch.logspace(-7, 1, 81, dtype=torch.float64)
     log_lr = torch.log10(lrs)
     losses = 3 - 2 * torch.sigmoid((log_lr + 3) * 3) + torch.relu(log_lr + 0.5) ** 2  # drops around 1e-3, rises after
-    assert minimum(lrs, losses) == pytest.approx(lrs[int(losses.argmin())] / 10)
-    assert 10 ** -3.2 < steep(lrs, losses) < 10 ** -2.8
-    assert lrs[0] < valley(lrs, losses) < lrs[int(losses.argmin())]
+    lowest = int(losses.argmin())
+    assert minimum(lrs, losses, 100) == (pytest.approx(lrs[lowest] / 10), (lrs[lowest], losses[lowest]))
+    lr_steep, (marked_lr, marked_loss) = steep(lrs, losses, 100)
+    assert 10 ** -3.2 < lr_steep < 10 ** -2.8 and marked_lr == lr_steep and marked_loss in losses
+    lr_valley, _ = valley(lrs, losses, 100)
+    assert lrs[0] < lr_valley < lrs[lowest]
 
 
 def test_interpretation(dls):

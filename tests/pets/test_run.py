@@ -136,7 +136,8 @@ def test_help_shows_every_default(capsys):
     with pytest.raises(SystemExit):
         main(['--help'])
     text = ' '.join(capsys.readouterr().out.split())
-    for default in (f'(default: {EPOCHS})', f'(default: {FREEZE_EPOCHS})', '(default: efficientnet_lite0)',
+    for default in (f"(default: the recipe's, {EPOCHS} for frozen-bn)",
+                    f"(default: the recipe's, {FREEZE_EPOCHS} for frozen-bn)", '(default: efficientnet_lite0)',
                     '(default: 0.75)', '(default: frozen-bn)', '(default: pets-output)', '(default: 42)',
                     '(default: 224)'):
         assert default in text
