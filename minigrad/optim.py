@@ -179,7 +179,7 @@ def _check_nonnegative(name, group, *options):
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with momentum and L2 weight decay, step for step torch.optim.SGD.
+    """Stochastic gradient descent with momentum and weight decay, step for step torch.optim.SGD.
 
         g_t = grad + wd * p                          (the gradient of the L2 penalty wd/2 |p|^2 added in)
         b_t = g_t                                    on the first step,
@@ -188,27 +188,31 @@ class SGD(Optimizer):
 
     With momentum = 0 this is plain p <- p - lr * g. Nesterov's momentum (Sutskever et al. 2013) steps with
     the gradient plus the momentum it is about to add, a look ahead. maximize=True climbs instead: g is
-    -grad. Hyper-parameters of each group: 'lr', 'momentum', 'dampening', 'weight_decay', 'nesterov',
-    'maximize'.
+    -grad. decoupled_weight_decay=True (fastai's SGD default, Loshchilov & Hutter 2019) shrinks the
+    weights directly instead, p <- p (1 - lr wd), and g_t = grad: the decay then bypasses the momentum.
+    Hyper-parameters of each group: 'lr', 'momentum', 'dampening', 'weight_decay', 'nesterov', 'maximize',
+    'decoupled_weight_decay'.
 
     Args:
         params: parameters, or a list of dicts {'params': ..., and any hyper-parameter}.
         lr: the learning rate (a float, or a 1-element tensor as torch allows).
         momentum: the decay of the running sum b, in [0, 1).
         dampening: the share of g_t that does not enter b_t after the first step.
-        weight_decay: the L2 penalty coefficient wd.
+        weight_decay: the coefficient wd: of the L2 penalty, or of the decoupled decay.
         nesterov: Nesterov's momentum (needs momentum > 0 and dampening = 0, as in torch).
         maximize: step up the gradient instead of down.
         foreach: accepted for torch's signature. minigrad's SGD steps one parameter at a time, which torch's
             foreach implementation equals to the bit (tests/minigrad/test_torch_suites.py).
         differentiable, fused: torch options minigrad does not implement; only their off values are accepted.
+        decoupled_weight_decay: True for the decoupled decay (fastai's SGD), False for the L2 term (torch's).
     """
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
-                 maximize=False, foreach=None, differentiable=False, fused=None):
+                 maximize=False, foreach=None, differentiable=False, fused=None, decoupled_weight_decay=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                                       nesterov=nesterov, maximize=maximize, foreach=foreach,
-                                      differentiable=differentiable, fused=fused))
+                                      differentiable=differentiable, fused=fused,
+                                      decoupled_weight_decay=decoupled_weight_decay))
 
     def prepare_group(self, group):
         group['lr'] = _to_scalar(group['lr'])
@@ -221,7 +225,10 @@ class SGD(Optimizer):
         if group['maximize']:
             grad = -grad
         if group['weight_decay'] != 0:
-            grad = grad.add(p, alpha=group['weight_decay'])
+            if group.get('decoupled_weight_decay'):
+                p.mul_(1 - group['lr'] * group['weight_decay'])
+            else:
+                grad = grad.add(p, alpha=group['weight_decay'])
         momentum = group['momentum']
         if momentum != 0:
             if 'momentum_buffer' not in state:

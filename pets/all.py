@@ -24,6 +24,7 @@ from pets.data.images import Resize, load_image, read_image, verify_images
 from pets.data.factories import ImageDataLoaders
 from pets.data.items import (Categorize, GrandparentSplitter, RandomSplitter, RegexLabeller, get_image_files,
                              parent_label, using_attr)
+from pets.data.normalize import Normalize, imagenet_stats
 from pets.data.show import show_images
 from pets.interpret import ClassificationInterpretation
 from pets.learner import Learner, cnn_learner, load_learner, trainable_params, vision_learner
@@ -38,7 +39,7 @@ __all__ = [
     'URLs', 'untar_data',
     'get_image_files', 'RegexLabeller', 'using_attr', 'parent_label', 'RandomSplitter', 'GrandparentSplitter',
     'Categorize', 'ImageDataLoaders',
-    'load_image', 'read_image', 'verify_images', 'Resize', 'aug_transforms',
+    'load_image', 'read_image', 'verify_images', 'Resize', 'aug_transforms', 'Normalize', 'imagenet_stats',
     'DataBlock', 'ImageBlock', 'CategoryBlock', 'DataLoader', 'DataLoaders', 'show_images',
     'Learner', 'cnn_learner', 'vision_learner', 'load_learner', 'trainable_params', 'SaveCheckpoint',
     'error_rate', 'accuracy', 'top_k_accuracy', 'minimum', 'steep', 'valley', 'slide',

@@ -12,14 +12,16 @@ from collections import namedtuple
 from pathlib import Path
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-from minigrad.functional import softmax
+from minigrad.functional import binary_cross_entropy_with_logits, cross_entropy, sigmoid, softmax
 from pets.data.images import ImageLoadError
 from pets.distributed import gather_in_order
 from pets.rng import transform_generators
 
 Preds = namedtuple('Preds', ['probabilities', 'targets'])
-Predictions = namedtuple('Predictions', ['probabilities', 'targets', 'losses', 'positions'])
+Predictions = namedtuple('Predictions', ['probabilities', 'targets', 'losses', 'positions', 'inputs'])
 
 
 def out_of_memory_error(learn, where, bs):
@@ -31,12 +33,13 @@ def out_of_memory_error(learn, where, bs):
         f"halves the activations' memory")
 
 
-def model_outputs(learn, dl):
-    """(logits, targets, positions) over the batches of dl, in eval mode, gathered from every process of a
-    distributed run, on the learner's device: targets None for a loader of unlabelled images; positions
-    (on the CPU) the dataset index of each row, None for a plain list of batches."""
+def model_outputs(learn, dl, with_input=False):
+    """(logits, targets, positions, inputs) over the batches of dl, in eval mode, gathered from every
+    process of a distributed run, on the learner's device: targets None for a loader of unlabelled images;
+    positions (on the CPU) the dataset index of each row, None for a plain list of batches; inputs the
+    batches' images with with_input, else None."""
     learn.model.eval()
-    outputs, targets, positions = [], [], []
+    outputs, targets, positions, inputs = [], [], [], []
     batches = dl.with_positions() if hasattr(dl, 'with_positions') else ((None, batch) for batch in dl)
     with torch.no_grad(), learn.autocast():
         for rows, batch in batches:
@@ -49,6 +52,8 @@ def model_outputs(learn, dl):
                 targets.append(y)
             if rows is not None:
                 positions.append(rows)
+            if with_input:
+                inputs.append(x)
     if not outputs:  # an empty loader (a process's validation shard may be)
         outputs = [torch.empty(0, learn.dls.c, device=learn.dls.device)]
         if getattr(getattr(dl, 'dataset', None), 'targets', None) is not None:
@@ -57,49 +62,117 @@ def model_outputs(learn, dl):
             positions = [torch.empty(0, dtype=torch.long)]
     outputs, targets = torch.cat(outputs), (torch.cat(targets) if targets else None)
     positions = torch.cat(positions) if positions else None
+    inputs = torch.cat(inputs) if inputs else None
     sharded = getattr(getattr(dl, 'sampler', None), 'world_size', 1) > 1
     if learn.distributed and sharded:  # each process saw its shard: put the whole set together
-        return gather_in_order(outputs, targets, positions)
-    return outputs, targets, positions
+        if with_input:
+            raise ValueError("get_preds(with_input=True) under distrib_ctx: the inputs are not gathered; "
+                             "call it outside the distributed context")
+        return (*gather_in_order(outputs, targets, positions), None)
+    return outputs, targets, positions, inputs
 
 
-def predictions(learn, dl, with_loss=False):
-    """Predictions(probabilities, targets, losses, positions) over dl, on the CPU: losses per sample with
-    with_loss (else None), positions the dataset index of each row (see model_outputs)."""
-    logits, targets, positions = model_outputs(learn, dl)
-    losses = learn.loss_func(logits, targets, reduction='none') if with_loss else None
+def activation(loss_func):
+    """What turns the model's outputs into predictions for this loss, as fastai's loss functions say with
+    their .activation: softmax over the classes for cross-entropy (minigrad's, or torch's nn.CrossEntropyLoss
+    and F.cross_entropy), the sigmoid for binary cross-entropy on logits, else the outputs as they are."""
+    loss_func = getattr(loss_func, 'func', loss_func)  # a functools.partial: its function's
+    if hasattr(loss_func, 'activation'):
+        return loss_func.activation
+    if loss_func in (cross_entropy, F.cross_entropy) or isinstance(loss_func, nn.CrossEntropyLoss):
+        return lambda x: softmax(x, dim=1)
+    if loss_func in (binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits) \
+            or isinstance(loss_func, nn.BCEWithLogitsLoss):
+        return sigmoid
+    return lambda x: x
+
+
+def decodes(loss_func):
+    """Predictions -> decoded predictions, as fastai's loss functions' .decodes: the class index (argmax)
+    for cross-entropy, probability > 0.5 for binary cross-entropy, else the predictions as they are."""
+    loss_func = getattr(loss_func, 'func', loss_func)
+    if hasattr(loss_func, 'decodes'):
+        return loss_func.decodes
+    if loss_func in (cross_entropy, F.cross_entropy) or isinstance(loss_func, nn.CrossEntropyLoss):
+        return lambda p: p.argmax(dim=1)
+    if loss_func in (binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits) \
+            or isinstance(loss_func, nn.BCEWithLogitsLoss):
+        return lambda p: p > 0.5
+    return lambda p: p
+
+
+def per_sample_losses(loss_func, logits, targets):
+    """The loss of each sample: loss_func with reduction 'none', set on a loss module for the call (as
+    fastai's loss_not_reduced does, e.g. for nn.CrossEntropyLoss()) or passed to a loss function."""
+    if hasattr(loss_func, 'reduction'):
+        saved, loss_func.reduction = loss_func.reduction, 'none'
+        try:
+            return loss_func(logits, targets)
+        finally:
+            loss_func.reduction = saved
+    return loss_func(logits, targets, reduction='none')
+
+
+def predictions(learn, dl, with_loss=False, act=None, with_input=False):
+    """Predictions(probabilities, targets, losses, positions, inputs) over dl, on the CPU: the predictions
+    are act (default: the loss's activation) of the outputs; losses per sample with with_loss (else None);
+    positions the dataset index of each row (see model_outputs); inputs the batches' images as the loader
+    made them with with_input (else None)."""
+    logits, targets, positions, inputs = model_outputs(learn, dl, with_input)
+    losses = per_sample_losses(learn.loss_func, logits, targets) if with_loss else None
     cpu = lambda t: None if t is None else t.cpu()
-    return Predictions(cpu(softmax(logits, dim=1)), cpu(targets), cpu(losses), positions)
+    act = act or activation(learn.loss_func)
+    return Predictions(cpu(act(logits)), cpu(targets), cpu(losses), positions, cpu(inputs))
 
 
-def get_preds(learn, ds_idx=1, dl=None, with_loss=False):
-    """(probabilities, targets) on dataset ds_idx (0 train, 1 valid) or dl, on the CPU; rows sum to 1.
-    with_loss adds the per-sample losses. A file that could not be read has no row (see predictions for
+def prediction_loader(learn, ds_idx=1, dl=None):
+    """The loader get_preds and the interpretation run: dl, else data set ds_idx's items in order with
+    every batch kept, under their own transforms (fastai's dls[ds_idx].new(shuffle=False, drop_last=False)):
+    the validation loader itself, or for the training set an ordered copy, whose random transforms draw
+    from torch's global generator and leave the training loader's own generator as it was."""
+    if dl is not None:
+        return dl
+    loader = learn.dls[ds_idx]
+    return loader if ds_idx == 1 else loader.ordered()
+
+
+def get_preds(learn, ds_idx=1, dl=None, with_input=False, with_decoded=False, with_loss=False, act=None):
+    """fastai's get_preds: (predictions, targets) on dataset ds_idx (0 train, 1 valid) or dl, on the CPU,
+    with more in fastai's order when asked: (inputs, predictions, targets, decoded, losses).
+
+    predictions: act of the model's outputs (default: the loss's activation, so probabilities whose rows
+    sum to 1 for cross-entropy); inputs: the images as the loader made them; decoded: the predicted classes
+    (the loss's decodes); losses: per sample. A file that could not be read has no row (see predictions for
     which item each row is)."""
-    if dl is None:
-        loader = learn.dls[ds_idx]
-        dl = loader if ds_idx == 1 else loader.ordered()
-    result = predictions(learn, dl, with_loss)
+    result = predictions(learn, prediction_loader(learn, ds_idx, dl), with_loss, act, with_input)
+    if not (with_input or with_decoded or with_loss):
+        return Preds(result.probabilities, result.targets)
+    values = [result.inputs] if with_input else []
+    values += [result.probabilities, result.targets]
+    if with_decoded:
+        values.append(decodes(learn.loss_func)(result.probabilities))
     if with_loss:
-        return result.probabilities, result.targets, result.losses
-    return Preds(result.probabilities, result.targets)
+        values.append(result.losses)
+    return tuple(values)
 
 
-def tta(learn, ds_idx=1, dl=None, n=4, beta=0.25, use_max=False, seed=0):
-    """Test-time augmentation: (probabilities, targets), each image's prediction averaged over views.
+def tta(learn, ds_idx=1, dl=None, n=4, item_tfms=None, batch_tfms=None, beta=0.25, use_max=False, seed=0):
+    """Test-time augmentation, fastai's signature: (predictions, targets), each image's prediction averaged
+    over views.
 
     Each of n passes sees every image through the training transforms (a random crop of the presized
-    image, then the batch augmentation); the mean of those n predictions is blended with the plain one
-    (the validation transforms) as fastai does:
+    image, then the batch augmentation; item_tfms and batch_tfms replace them); the mean of those n
+    predictions is blended with the plain one (the validation transforms) as fastai does:
         p = (1 - beta) mean_k p_k + beta p_plain
-    use_max takes the elementwise max over the n + 1 predictions instead. The views are drawn from
-    `seed`, so tta repeats, and every random stream of training is left as it was: the transforms' own
-    generators and torch's global one (which transforms without a seed draw from) are put back after.
+    beta=None returns both, ((mean_k p_k, p_plain), targets). use_max takes the elementwise max over the
+    n + 1 predictions instead. The views are drawn from `seed`, so tta repeats, and every random stream of
+    training is left as it was: the transforms' own generators and torch's global one (which transforms
+    without a seed draw from) are put back after.
     """
     loader = dl if dl is not None else learn.dls[ds_idx]
     plain, targets = get_preds(learn, dl=loader.ordered(train=False, seed=seed))
-    augmented = loader.ordered(train=True, seed=seed)
-    generators = list(transform_generators(loader.batch_tfms).values())
+    augmented = loader.ordered(train=True, seed=seed, item_tfms=item_tfms, batch_tfms=batch_tfms)
+    generators = list(transform_generators(augmented.batch_tfms).values())
     states = [g.get_state() for g in generators]
     device = learn.dls.device
     try:
@@ -114,12 +187,15 @@ def tta(learn, ds_idx=1, dl=None, n=4, beta=0.25, use_max=False, seed=0):
             g.set_state(state)
     if use_max:
         return Preds(torch.cat([views, plain[None]]).amax(0), targets)
+    if beta is None:
+        return Preds((views.mean(0), plain), targets)
     return Preds(torch.lerp(views.mean(0), plain, beta), targets)
 
 
 def predict(learn, item):
-    """fastai's triple for one image file: (label, class index as a 0-d tensor, probabilities), on the CPU.
-    A file that cannot be read raises ImageLoadError naming it and why."""
+    """fastai's triple for one image: (label, class index as a 0-d tensor, probabilities), on the CPU. The
+    item is what fastai's predict takes: a file path, a PIL image, a uint8 tensor (3, H, W) or array
+    (H, W, 3). A file that cannot be read raises ImageLoadError naming it and why."""
     result = predictions(learn, learn.dls.test_dl([item]))
     if len(result.probabilities) == 0:
         raise ImageLoadError(learn.dls.skipped.get(Path(item), f"cannot read {item}"))

@@ -11,7 +11,7 @@ could not be read has no row, and the rows after it still show their own images.
 import torch
 
 from pets.data.show import show_images
-from pets.inference import predictions
+from pets.inference import prediction_loader, predictions
 
 
 class ClassificationInterpretation:
@@ -25,10 +25,12 @@ class ClassificationInterpretation:
         self.predictions = probabilities.argmax(dim=1)
 
     @classmethod
-    def from_learner(cls, learn, ds_idx=1, dl=None):
-        """Runs the learner over data set ds_idx (1: validation) or dl."""
-        dl = dl if dl is not None else learn.dls[ds_idx]
-        result = predictions(learn, dl, with_loss=True)
+    def from_learner(cls, learn, ds_idx=1, dl=None, act=None):
+        """Runs the learner over data set ds_idx (1: validation) or dl: every item in order, none dropped
+        (fastai's dls[ds_idx].new(shuffle=False, drop_last=False)); act: the activation of the outputs
+        (default: the loss's, pets.inference.activation)."""
+        dl = prediction_loader(learn, ds_idx, dl)
+        result = predictions(learn, dl, with_loss=True, act=act)
         items = [dl.items[i] for i in result.positions.tolist()]
         return cls(learn, dl, result.probabilities, result.targets, result.losses, items)
 

@@ -18,6 +18,7 @@ import math
 import time
 import warnings
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -28,8 +29,9 @@ from minigrad.optim import Adam
 from minigrad.schedule import discriminative_lrs, one_cycle
 from pets.checkpoint import CancelFit, SaveCheckpoint, TrainingProgress
 from pets.data.loader import default_device
+from pets.data.normalize import Normalize
 from pets.distributed import distrib_ctx, rank
-from pets.export import export, inference_dataloaders, read_export
+from pets.export import LOSSES, export, inference_dataloaders, program_module, read_export
 from pets.inference import get_preds, model_outputs, out_of_memory_error, predict, tta
 from pets.interpret import show_results
 from pets.lr_finder import plot_lr_find, run_sweep, suggest, valley
@@ -144,12 +146,15 @@ class Learner:
             add_cb and remove_cb change them later.
         metrics: functions (logits, targets) -> number, reported each epoch.
         wd: weight decay (None: the optimizer's default, 0.01 for Adam).
-        mean, std: per-channel input normalisation (the pretrained weights' own).
+        mean, std: per-channel input normalisation, (x - mean) / std, done by the learner before the model
+            (cnn_learner gives the pretrained weights' own); None: the model gets the batches as they are,
+            as a fastai Learner does.
+        path, model_dir: save and load use path / model_dir (default: the loaders' path, and 'models').
         progress: show a progress bar while an epoch runs.
     """
 
     def __init__(self, dls, model, loss_func=None, opt_func=Adam, lr=1e-3, splitter=trainable_params, cbs=None,
-                 metrics=None, wd=None, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), progress=True):
+                 metrics=None, path=None, model_dir='models', wd=None, mean=None, std=None, progress=True):
         self.dls, self.model = dls, model.to(dls.device)
         groups = splitter(self.model)
         self.groups = [groups] if groups and all(isinstance(g, torch.Tensor) for g in groups) else list(groups)
@@ -157,8 +162,11 @@ class Learner:
         self.loss_func = loss_func or cross_entropy
         self.opt_func, self.lr, self.wd = opt_func, lr, wd
         self.metrics = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics] if metrics else []
-        self.mean = torch.tensor(mean, device=dls.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, device=dls.device).view(1, 3, 1, 1)
+        self.path = Path(path) if path is not None else Path(getattr(dls, 'path', '.'))
+        self.model_dir = model_dir
+        self.stats = None if mean is None else (tuple(mean), tuple(std))
+        self.mean = None if mean is None else torch.tensor(mean, device=dls.device).view(1, -1, 1, 1)
+        self.std = None if std is None else torch.tensor(std, device=dls.device).view(1, -1, 1, 1)
         self.training_progress = TrainingProgress()
         self.recorder = Recorder((m.__name__ for m in self.metrics), progress=progress)
         self.cbs = [self.training_progress, self.recorder, *self.cbs]
@@ -196,8 +204,10 @@ class Learner:
         self.opt = self.opt_func(param_groups, lr=self.lr, **options)
 
     def normalize(self, x):
-        """(x - mean) / std per channel, in the model's memory format."""
-        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        """(x - mean) / std per channel (with the learner's mean and std), in the model's memory format."""
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=self.memory_format)
 
     def to_channelslast(self):
         """Channels-last memory for the model's weights and its inputs (each pixel's channels side by side):
@@ -261,9 +271,11 @@ class Learner:
 
     def clear_opt_state(self):
         """Forgets the optimizer's per-parameter state (Adam's step counts and moments, SGD's momentum),
-        keeping its hyper-parameters: fastai's opt.clear_state(), which freeze_to and unfreeze call."""
-        if self.opt is not None:
-            self.opt.state.clear()
+        keeping its hyper-parameters: fastai's opt.clear_state(), which freeze_to and unfreeze call (making
+        the optimizer first, as fastai's freeze_to does, if there is none yet)."""
+        if self.opt is None:
+            self.create_opt()
+        self.opt.state.clear()
 
     def train_mode(self):
         """Training mode, except for frozen BatchNorm layers, which keep their statistics (eval mode)."""
@@ -502,39 +514,59 @@ class Learner:
         return rank() == 0
 
     def export(self, path='export.pth'):
-        """Saves weights, architecture, vocabulary and transforms for load_learner (pets.export)."""
-        return export(self, path)
+        """Saves the model, its input normalisation, vocabulary and transforms for load_learner (pets.export):
+        a cnn_learner's by architecture and weights, any other model as a torch.export program. fastai's
+        default name; a relative path is taken under learn.path, as fastai's."""
+        normalizer = loader_normalization(self.dls)
+        stats = self.stats or ((normalizer.mean, normalizer.std) if normalizer is not None else None)
+        return export(self, self.path / path, stats)
 
-    def save(self, path):
-        """Saves the model's weights and the optimizer's state (to resume training)."""
-        torch.save({'model': self.model.state_dict(), 'opt': self.opt.state_dict() if self.opt else None}, path)
+    def model_file(self, file):
+        """Where save and load put `file`: self.path / self.model_dir / f'{file}.pth' (fastai's rule; an
+        absolute path stays where it is, with .pth added)."""
+        return self.path / self.model_dir / f"{file}.pth"
 
-    def load(self, path):
-        """Loads what save wrote (weights_only: no code is unpickled)."""
+    def save(self, file, with_opt=True):
+        """Saves the model's weights and, with_opt, the optimizer's state (to resume training) to
+        model_file(file), fastai's learn.save('stage-1') -> models/stage-1.pth; returns the path."""
+        path = self.model_file(file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        opt = self.opt.state_dict() if with_opt and self.opt is not None else None
+        torch.save({'model': self.model.state_dict(), 'opt': opt}, path)
+        return path
+
+    def load(self, file, with_opt=True, strict=True):
+        """Loads what save wrote to model_file(file) (weights_only: no code is unpickled); with_opt: the
+        optimizer's state too, when the file has it."""
+        path = self.model_file(file)
+        if not path.is_file():
+            raise FileNotFoundError(f"no saved model at {path}: learn.save({str(file)!r}) writes it there")
         saved = torch.load(path, map_location=self.dls.device, weights_only=True)
-        self.model.load_state_dict(saved['model'])
-        if saved['opt'] is not None:
+        self.model.load_state_dict(saved['model'], strict=strict)
+        if with_opt and saved['opt'] is not None:
             if self.opt is None:
                 self.create_opt()
             self.opt.load_state_dict(saved['opt'])
         return self
 
-
     def validate(self, dl=None):
         """[valid_loss, *metrics] on the validation set (or dl)."""
-        logits, targets, _ = model_outputs(self, dl or self.dls.valid)
+        logits, targets, _, _ = model_outputs(self, dl or self.dls.valid)
         return [self.loss_func(logits, targets).item(), *(float(m(logits, targets)) for m in self.metrics)]
 
-    def get_preds(self, ds_idx=1, dl=None, with_loss=False):
-        """(probabilities, targets) on dataset ds_idx (0 train, 1 valid) or dl (pets.inference.get_preds)."""
-        return get_preds(self, ds_idx, dl, with_loss)
+    def get_preds(self, ds_idx=1, dl=None, with_input=False, with_decoded=False, with_loss=False, act=None):
+        """(probabilities, targets) on dataset ds_idx (0 train, 1 valid) or dl, and with fastai's options
+        (inputs, predictions, targets, decoded, losses) (pets.inference.get_preds)."""
+        return get_preds(self, ds_idx, dl, with_input, with_decoded, with_loss, act)
 
-    def tta(self, ds_idx=1, dl=None, n=4, beta=0.25, use_max=False, seed=0):
-        """Test-time augmentation: (probabilities, targets) averaged over n augmented views (pets.inference.tta)."""
-        return tta(self, ds_idx, dl, n, beta, use_max, seed)
+    def tta(self, ds_idx=1, dl=None, n=4, item_tfms=None, batch_tfms=None, beta=0.25, use_max=False, seed=0):
+        """Test-time augmentation: (probabilities, targets) averaged over n augmented views, fastai's
+        signature (pets.inference.tta)."""
+        return tta(self, ds_idx, dl, n, item_tfms, batch_tfms, beta, use_max, seed)
 
     def predict(self, item):
-        """(label, class index, probabilities) for one image file, as fastai (pets.inference.predict)."""
+        """(label, class index, probabilities) for one image (a file, a PIL image, a uint8 tensor or array),
+        as fastai (pets.inference.predict)."""
         return predict(self, item)
 
     def show_results(self, ds_idx=1, dl=None, max_n=9, nrows=None, ncols=3, figsize=None):
@@ -544,18 +576,26 @@ class Learner:
 
 
 def cnn_learner(dls, arch, metrics=None, pretrained=True, loss_func=None, opt_func=Adam, lr=1e-3, wd=None,
-                cbs=None, progress=True):
+                cbs=None, path=None, model_dir='models', progress=True):
     """A Learner for a pretrained CNN: arch's body with a new head for dls.c classes, frozen to the head,
-    inputs normalised with arch's mean and std."""
+    inputs normalised with arch's mean and std, unless the loaders' batch transforms already normalise (a
+    Normalize), as fastai's cnn_learner adds its Normalize only where there is none."""
     model = create_cnn_model(arch, dls.c, pretrained=pretrained)
     config = arch_config(arch)
+    stats = (None, None) if loader_normalization(dls) else (config.mean, config.std)
     learn = Learner(dls, model, loss_func=loss_func, opt_func=opt_func, lr=lr, splitter=partial(layer_groups, arch=arch),
-                    cbs=cbs, metrics=metrics, wd=wd, mean=config.mean, std=config.std, progress=progress)
+                    cbs=cbs, metrics=metrics, path=path, model_dir=model_dir, wd=wd, mean=stats[0], std=stats[1],
+                    progress=progress)
     learn.arch = arch
     learn.to_channelslast()
     if pretrained:
         learn.freeze()
     return learn
+
+
+def loader_normalization(dls):
+    """The Normalize among the loaders' batch transforms, or None."""
+    return next((t for t in getattr(dls.train, 'batch_tfms', ()) if isinstance(t, Normalize)), None)
 
 
 vision_learner = cnn_learner  # fastai's newer name for the same thing
@@ -569,17 +609,22 @@ def load_learner(path, cpu=True):
         preds, _ = learn.get_preds(dl=learn.dls.test_dl(files))
         label, index, probabilities = learn.predict('my_cat.jpg')
 
-    Its DataLoaders hold no images, only the validation pipeline and the vocabulary. cpu: load onto the CPU
-    (else the GPU when there is one). A missing file raises FileNotFoundError; any other file that
-    learn.export did not write, ValueError saying so.
+    Its DataLoaders hold no images, only the validation pipeline and the vocabulary; the model is the
+    architecture's network with its weights, or for any other model the torch.export program export wrote.
+    cpu: load onto the CPU (else the GPU when there is one). A missing file raises FileNotFoundError; any
+    other file that learn.export did not write, ValueError saying so.
     """
     saved = read_export(path)
-    model = create_cnn_model(saved['arch'], len(saved['vocab']), pretrained=False)
-    model.load_state_dict(saved['state_dict'])
     dls = inference_dataloaders(saved, torch.device('cpu') if cpu else default_device())
-    config = arch_config(saved['arch'])
-    learn = Learner(dls, model, splitter=partial(layer_groups, arch=saved['arch']), mean=config.mean, std=config.std,
+    mean, std = saved['normalization'] or (None, None)
+    if 'arch' in saved:
+        model = create_cnn_model(saved['arch'], len(saved['vocab']), pretrained=False)
+        model.load_state_dict(saved['state_dict'])
+        splitter = partial(layer_groups, arch=saved['arch'])
+    else:
+        model, splitter = program_module(saved, path), trainable_params
+    learn = Learner(dls, model, loss_func=LOSSES[saved['loss']], splitter=splitter, mean=mean, std=std,
                     progress=False)
-    learn.arch = saved['arch']
+    learn.arch = saved.get('arch')
     learn.to_channelslast().model.eval()
     return learn

@@ -361,7 +361,7 @@ def run(args, cbs):
             tta_accuracy = accuracy(*learn.tta(n=args.tta))
             say(f"with test-time augmentation ({args.tta} views): tta accuracy {tta_accuracy:.2%}")
         # The model first: the plots below cannot lose it, whatever goes wrong in them.
-        learn.export(out / 'model.pth')
+        learn.export((out / 'model.pth').resolve())  # learn.path is where a relative path would go
         say(f"exported the model: python -m pets.predict {out / 'model.pth'} IMAGE...")
         say("most confused (actual, predicted, count):")
         for actual, predicted, count in interp.most_confused()[:8]:

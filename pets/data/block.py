@@ -12,7 +12,7 @@ DataBlock is the recipe; datasets() applies it (list, label, split), dataloaders
 loaders (pets.data.loader), summary() traces one item and one batch through it (pets.data.summary).
 """
 from pets.data.items import Categorize, RandomSplitter
-from pets.data.loader import (DataLoader, DataLoaders, ItemDataset, default_num_workers, estimated_decoded_bytes,
+from pets.data.loader import (DataLoader, DataLoaders, ItemDataset, as_list, default_num_workers, estimated_decoded_bytes,
                               memory_cache_budget)
 from pets.data.summary import summary
 from pets.rng import generator_from
@@ -53,7 +53,7 @@ class DataBlock:
         if splitter is None:
             splitter = RandomSplitter(seed=None)
         self.splitter = splitter
-        self.item_tfms, self.batch_tfms = _as_list(item_tfms), _as_list(batch_tfms)
+        self.item_tfms, self.batch_tfms = as_list(item_tfms), as_list(batch_tfms)
 
     def datasets(self, source):
         """The training and validation ItemDatasets of source, labelled, with a shared vocabulary."""
@@ -106,9 +106,3 @@ class DataBlock:
     def summary(self, source, bs=4):
         """Prints how one sample and one batch are built, step by step; stops at the step that fails."""
         return summary(self, source, bs=bs)
-
-
-def _as_list(tfms):
-    if tfms is None:
-        return []
-    return list(tfms) if isinstance(tfms, (list, tuple)) else [tfms]

@@ -111,6 +111,33 @@ def read_image(path, draft=None):
     return image_to_tensor(load_image(path, draft))
 
 
+def image_from(item, draft=None):
+    """What an item of a data set or of predict may be, as a uint8 (3, H, W) RGB tensor, as fastai's
+    PILImage.create takes them:
+        a path (str or Path)      decoded by read_image (draft as there);
+        a PIL image               converted to RGB;
+        a uint8 tensor            (3, H, W) as read_image returns, or (H, W) greyscale;
+        a uint8 numpy array       (H, W, 3) or (H, W), as Pillow and matplotlib hold pixels.
+    Raises ImageLoadError for a file that cannot be decoded, TypeError for anything else.
+    """
+    if isinstance(item, (str, Path)):
+        return read_image(item, draft)
+    if isinstance(item, Image.Image):
+        return image_to_tensor(_to_rgb(item))
+    if isinstance(item, np.ndarray):
+        if item.dtype != np.uint8 or item.ndim not in (2, 3) or (item.ndim == 3 and item.shape[2] != 3):
+            raise TypeError(f"an image array must be uint8 of shape (H, W, 3) or (H, W); got {item.dtype} "
+                            f"{item.shape}")
+        return image_to_tensor(Image.fromarray(item).convert('RGB'))
+    if isinstance(item, torch.Tensor):
+        if item.dtype != torch.uint8 or item.ndim not in (2, 3) or (item.ndim == 3 and item.shape[0] != 3):
+            raise TypeError(f"an image tensor must be uint8 of shape (3, H, W) or (H, W); got {item.dtype} "
+                            f"{tuple(item.shape)}")
+        return item.cpu().expand(3, *item.shape[-2:]) if item.ndim == 2 else item.cpu()
+    raise TypeError(f"{type(item).__name__} is not an image: give a file path, a PIL image, a uint8 tensor "
+                    f"(3, H, W) or a uint8 array (H, W, 3)")
+
+
 def _to_rgb(image):
     if image.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
         # 16-bit greyscale: keep the top 8 bits (convert('RGB') would clip everything above 255 to white).

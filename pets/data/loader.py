@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from pets.data.images import UNREADABLE, ImageFailure, ImageLoadError, read_image
+from pets.data.images import UNREADABLE, ImageFailure, ImageLoadError, image_from
 from pets.data.show import show_batch
 from pets.distributed import processes_per_machine
 from pets.rng import generator_from
@@ -36,11 +36,12 @@ def load_item(path, item_tfms=(), train=False, seed=0):
     return transform_item(decode_item(path, item_tfms), item_tfms, train, seed)
 
 
-def decode_item(path, item_tfms=()):
+def decode_item(item, item_tfms=()):
     """The image file decoded as a uint8 (3, H, W) tensor, at the smallest size the item transforms need
-    (a JPEG decodes at 1/2, 1/4 or 1/8 of its size when a single Resize says that is enough)."""
+    (a JPEG decodes at 1/2, 1/4 or 1/8 of its size when a single Resize says that is enough). An item may
+    also be an image already in memory (pets.data.images.image_from: a PIL image, a uint8 tensor or array)."""
     drafts = [tfm.draft_size for tfm in item_tfms if hasattr(tfm, 'draft_size')]
-    return read_image(path, draft=drafts[0] if len(drafts) == 1 else None)
+    return image_from(item, draft=drafts[0] if len(drafts) == 1 else None)
 
 
 def transform_item(x, item_tfms, train, seed):
@@ -103,14 +104,14 @@ class ItemDataset(torch.utils.data.Dataset):
         path = self.items[index]
         try:
             image = self.load(path, seed)
-        except ImageLoadError as error:
+        except ImageLoadError as error:  # only a file fails to decode
             return ImageFailure(Path(path), str(error))
         return image if self.targets is None else (image, self.targets[index])
 
     def load(self, path, seed=0):
         """Decodes one file (or takes it from the cache) and applies the item transforms: a uint8 (3, H, W)
         tensor."""
-        if self.cache is None:
+        if self.cache is None or not isinstance(path, (str, Path)):  # an image in memory is not decoded
             return load_item(path, self.item_tfms, self.train, seed)
         decoded = self.cache.get(path)
         if decoded is None:
@@ -254,13 +255,17 @@ class DataLoader:
             x = self.after_collate(images)
             yield positions, (x if labels is None else (x, labels.to(self.device, non_blocking=True)))
 
-    def ordered(self, train=None, seed=None):
+    def ordered(self, train=None, seed=None, item_tfms=None, batch_tfms=None):
         """A loader of the same items in order with every batch kept, for predictions. train: which
-        transforms the items get (default: this loader's); seed: for their random crops."""
+        transforms the items get (default: this loader's); seed: for their random crops; item_tfms,
+        batch_tfms: other transforms instead of this loader's."""
         dataset = self.dataset
-        if train is not None and train != dataset.train:
-            dataset = ItemDataset(dataset.items, dataset.targets, dataset.vocab, dataset.item_tfms, train=train)
-        return DataLoader(dataset, bs=self.bs, device=self.device, batch_tfms=self.batch_tfms,
+        if (train is not None and train != dataset.train) or item_tfms is not None:
+            dataset = ItemDataset(dataset.items, dataset.targets, dataset.vocab,
+                                  dataset.item_tfms if item_tfms is None else as_list(item_tfms),
+                                  train=dataset.train if train is None else train)
+        return DataLoader(dataset, bs=self.bs, device=self.device,
+                          batch_tfms=self.batch_tfms if batch_tfms is None else as_list(batch_tfms),
                           generator=generator_from(seed), skipped=self.skipped)
 
     @property
@@ -335,6 +340,13 @@ class DataLoaders:
         dataset = ItemDataset(files, None, valid.vocab, valid.item_tfms, train=False)
         return DataLoader(dataset, bs=bs or self.valid.bs, num_workers=num_workers, device=self.device,
                           batch_tfms=self.valid.batch_tfms, skipped=self.skipped)
+
+
+def as_list(tfms):
+    """Transforms given as None, one, or a list/tuple of them, as a list."""
+    if tfms is None:
+        return []
+    return list(tfms) if isinstance(tfms, (list, tuple)) else [tfms]
 
 
 def default_device():

@@ -1,10 +1,14 @@
 """Generated images for the data tests: a small labelled folder, and files of every odd kind."""
 import io
 import os
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# The tests here import their shared helpers (small_learners.py) from this folder.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 BREEDS = ['Abyssinian', 'beagle', 'great_pyrenees']
 

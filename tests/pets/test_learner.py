@@ -5,29 +5,13 @@ import pytest
 import torch
 
 from minigrad.schedule import one_cycle
-from pets.augment import aug_transforms
-from pets.data.block import DataBlock
-from pets.data.images import Resize
-from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
-from pets.learner import Learner, cnn_learner
-from pets.metrics import accuracy, error_rate
-
-
-def small_dls(folder, device='cpu'):
-    block = DataBlock(get_items=get_image_files, splitter=RandomSplitter(valid_pct=0.25, seed=0),
-                      get_y=using_attr(RegexLabeller(r'(.+)_\d+.jpg$'), 'name'), item_tfms=Resize(40),
-                      batch_tfms=aug_transforms(size=32, min_scale=0.75, seed=0))
-    return block.dataloaders(folder, bs=6, num_workers=0, device=device, seed=0)
-
+from pets.learner import Learner
+from pets.metrics import error_rate
+from small_learners import learner, small_dls
 
 @pytest.fixture
 def dls(pet_folder):
     return small_dls(pet_folder)
-
-
-def learner(dls, **kwargs):
-    torch.manual_seed(0)
-    return cnn_learner(dls, 'resnet18', metrics=[error_rate, accuracy], pretrained=False, progress=False, **kwargs)
 
 
 def test_fit_one_cycle_drives_the_optimizer_with_the_schedule(dls, capsys):
@@ -299,10 +283,10 @@ def test_export_load_learner_and_predict_cli(dls, pet_folder, tmp_path, capsys):
 
 
 def test_save_and_load_restore_weights_and_optimizer(dls, tmp_path):
-    learn = learner(dls)
+    learn = learner(dls, path=tmp_path)
     learn.fit(1, lr=1e-3)
-    learn.save(tmp_path / 'checkpoint.pth')
-    other = learner(dls).load(tmp_path / 'checkpoint.pth')
+    assert learn.save('stage-1') == tmp_path / 'models' / 'stage-1.pth'  # fastai's place for it
+    other = learner(dls, path=tmp_path).load('stage-1')
     for a, b in zip(learn.model.state_dict().values(), other.model.state_dict().values()):
         assert torch.equal(a, b)
     saved, loaded = learn.opt.state_dict()['state'], other.opt.state_dict()['state']
