@@ -26,6 +26,7 @@ from minigrad.functional import binary_cross_entropy_with_logits, cross_entropy
 from pets.augment import AugTransform
 from pets.data.images import Resize
 from pets.data.loader import DataLoader, DataLoaders, ItemDataset
+from pets.inference import loss_kind
 from pets.models import arch_config
 
 FORMAT = 'pets-export-2'
@@ -36,17 +37,12 @@ LOSSES = {'cross_entropy': cross_entropy, 'binary_cross_entropy_with_logits': bi
 
 
 def loss_name(loss_func):
-    """The LOSSES name of a learner's loss (minigrad's, torch's function or module, or a partial of one)."""
-    import torch.nn as nn
-    import torch.nn.functional as F
-    func = getattr(loss_func, 'func', loss_func)
-    if func in (cross_entropy, F.cross_entropy) or isinstance(func, nn.CrossEntropyLoss):
-        return 'cross_entropy'
-    if func in (binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits) \
-            or isinstance(func, nn.BCEWithLogitsLoss):
-        return 'binary_cross_entropy_with_logits'
-    raise ValueError(f"export: the loss {loss_func!r} is not cross-entropy or binary cross-entropy on logits, "
-                     f"so load_learner could not tell how its outputs become predictions")
+    """The LOSSES name of a learner's loss (pets.inference.loss_kind), or ValueError."""
+    kind = loss_kind(loss_func)
+    if kind is None:
+        raise ValueError(f"export: the loss {loss_func!r} is not cross-entropy or binary cross-entropy on logits, "
+                         f"so load_learner could not tell how its outputs become predictions")
+    return kind
 
 
 def export(learn, path, normalization=None):

@@ -72,33 +72,39 @@ def model_outputs(learn, dl, with_input=False):
     return outputs, targets, positions, inputs
 
 
+def loss_kind(loss_func):
+    """'cross_entropy', 'binary_cross_entropy_with_logits' or None: which of the two classification losses
+    loss_func computes, minigrad's or torch's, as a function, a module or a functools.partial of one."""
+    func = getattr(loss_func, 'func', loss_func)
+    if func in (cross_entropy, F.cross_entropy) or isinstance(func, nn.CrossEntropyLoss):
+        return 'cross_entropy'
+    if func in (binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits) \
+            or isinstance(func, nn.BCEWithLogitsLoss):
+        return 'binary_cross_entropy_with_logits'
+    return None
+
+
 def activation(loss_func):
-    """What turns the model's outputs into predictions for this loss, as fastai's loss functions say with
-    their .activation: softmax over the classes for cross-entropy (minigrad's, or torch's nn.CrossEntropyLoss
-    and F.cross_entropy), the sigmoid for binary cross-entropy on logits, else the outputs as they are."""
-    loss_func = getattr(loss_func, 'func', loss_func)  # a functools.partial: its function's
+    """What turns the model's outputs into predictions for this loss, as fastai's loss classes say with
+    their .activation: softmax over the classes for cross-entropy, the sigmoid for binary cross-entropy on
+    logits (loss_kind), a loss's own .activation if it has one, else the outputs as they are."""
     if hasattr(loss_func, 'activation'):
         return loss_func.activation
-    if loss_func in (cross_entropy, F.cross_entropy) or isinstance(loss_func, nn.CrossEntropyLoss):
+    kind = loss_kind(loss_func)
+    if kind == 'cross_entropy':
         return lambda x: softmax(x, dim=1)
-    if loss_func in (binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits) \
-            or isinstance(loss_func, nn.BCEWithLogitsLoss):
-        return sigmoid
-    return lambda x: x
+    return sigmoid if kind == 'binary_cross_entropy_with_logits' else (lambda x: x)
 
 
 def decodes(loss_func):
-    """Predictions -> decoded predictions, as fastai's loss functions' .decodes: the class index (argmax)
-    for cross-entropy, probability > 0.5 for binary cross-entropy, else the predictions as they are."""
-    loss_func = getattr(loss_func, 'func', loss_func)
+    """Predictions -> decoded predictions, as fastai's loss classes' .decodes: the class index (argmax) for
+    cross-entropy, probability > 0.5 for binary cross-entropy, a loss's own .decodes, else as they are."""
     if hasattr(loss_func, 'decodes'):
         return loss_func.decodes
-    if loss_func in (cross_entropy, F.cross_entropy) or isinstance(loss_func, nn.CrossEntropyLoss):
+    kind = loss_kind(loss_func)
+    if kind == 'cross_entropy':
         return lambda p: p.argmax(dim=1)
-    if loss_func in (binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits) \
-            or isinstance(loss_func, nn.BCEWithLogitsLoss):
-        return lambda p: p > 0.5
-    return lambda p: p
+    return (lambda p: p > 0.5) if kind == 'binary_cross_entropy_with_logits' else (lambda p: p)
 
 
 def per_sample_losses(loss_func, logits, targets):
