@@ -153,6 +153,14 @@ class Optimizer:
         raise NotImplementedError
 
 
+def _max_buffer(state, p):
+    """AMSGrad's running maximum of v, made once (zeros) where a state has none yet (a state saved before
+    amsgrad was turned on). Not state.setdefault(..., zeros_like(p)): that makes the zeros every step."""
+    if 'max_exp_avg_sq' not in state:
+        state['max_exp_avg_sq'] = torch.zeros_like(p)
+    return state['max_exp_avg_sq']
+
+
 def _like(value, p):
     """A saved buffer moved to its parameter's device (and dtype, if it is a floating-point tensor other
     than a step count, which torch keeps in float32 whatever the parameter's dtype)."""
@@ -363,7 +371,7 @@ class Adam(Optimizer):
         else:
             torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
         if group['amsgrad']:
-            v_max = [s.setdefault('max_exp_avg_sq', torch.zeros_like(p)) for s, p in zip(states, params)]
+            v_max = [_max_buffer(s, p) for s, p in zip(states, params)]
             torch._foreach_maximum_(v_max, v)
             v = v_max
         denominators = torch._foreach_sqrt(v)
@@ -406,7 +414,7 @@ class Adam(Optimizer):
         m.lerp_(grad, 1 - beta1)  # m_t = beta1 m + (1 - beta1) g = m + (1 - beta1)(g - m): a lerp towards g
         v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         if group['amsgrad']:
-            v_max = state.setdefault('max_exp_avg_sq', torch.zeros_like(p))
+            v_max = _max_buffer(state, p)
             torch.maximum(v_max, v, out=v_max)
             v = v_max
         if group['capturable']:

@@ -71,11 +71,12 @@ def supersampling_taps(scale):
     return max(1, math.ceil((scale - 1) / 2))
 
 
-def subpixel_offsets(taps_x, taps_y):
+def subpixel_offsets(taps_x, taps_y, device=None):
     """The (taps_x * taps_y, 2) offsets, in output pixels, of a grid of samples spread evenly over an
-    output pixel: the centres of its taps_x x taps_y equal parts ((0, 0) for one tap)."""
-    xs = (torch.arange(taps_x, dtype=torch.float64) + 0.5) / taps_x - 0.5
-    ys = (torch.arange(taps_y, dtype=torch.float64) + 0.5) / taps_y - 0.5
+    output pixel: the centres of its taps_x x taps_y equal parts ((0, 0) for one tap). Made on `device`
+    (computed there, not copied to it)."""
+    xs = (torch.arange(taps_x, dtype=torch.float64, device=device) + 0.5) / taps_x - 0.5
+    ys = (torch.arange(taps_y, dtype=torch.float64, device=device) + 0.5) / taps_y - 0.5
     return torch.stack(torch.meshgrid(xs, ys, indexing='xy'), dim=-1).reshape(-1, 2)
 
 
@@ -120,8 +121,34 @@ def sampling_plan(input, matrices, output_size, mode, padding_mode, align_corner
     return pixel_maps, taps
 
 
+def pinned(tensor):
+    """tensor in pinned (page-locked) host memory, from which a copy to a GPU need not block; as it is when
+    it already is, or where the machine cannot pin."""
+    try:
+        return tensor if tensor.is_pinned() else tensor.pin_memory()
+    except (RuntimeError, NotImplementedError):  # no accelerator that pins host memory
+        return tensor
+
+
+def to_device(device, *tensors):
+    """The tensors on `device`, sent in ONE copy that does not make the host wait: packed into one float64
+    buffer in pinned host memory, copied with non_blocking=True, then split and cast back on the device
+    (float64 holds float32 values and integers below 2^53 exactly). On a CUDA device each copy from ordinary
+    memory, or a blocking one, makes the host wait until the device has finished everything queued before
+    it; a batch's few small parameter tensors would each cost one. None, and tensors already on the
+    device, are handed back as they are; to the CPU nothing is copied."""
+    device = torch.device(device)
+    moves = lambda t: t is not None and t.device != device
+    moving = [t for t in tensors if moves(t)]
+    if device.type == 'cpu' or not moving:
+        return tensors
+    buffer = pinned(torch.cat([t.detach().reshape(-1).to(torch.float64) for t in moving]))
+    pieces = iter(buffer.to(device, non_blocking=True).split([t.numel() for t in moving]))
+    return tuple(next(pieces).reshape(t.shape).to(t.dtype) if moves(t) else t for t in tensors)
+
+
 def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', align_corners=True, antialias=True,
-         compiled=False):
+         compiled=False, plan=None):
     """out = input read through the output->input homographies `matrices`, resampled ONCE to `size`.
 
     matrices (N, 3, 3) map OUTPUT normalised coordinates (x, y, 1) to INPUT normalised coordinates, with
@@ -141,15 +168,25 @@ def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', alig
         mode, padding_mode, align_corners: as grid_sample (fastai's defaults for augmentation here).
         antialias: supersample where the mapping shrinks the image by more than ~3x.
         compiled: sample through compiled_supersample (the same values, to float rounding).
+        plan: (pixel_maps on input's device, taps on the host), sampling_plan's answer made beforehand
+            (matrices is then not read). Without it the plan is made where the matrices are, and the maps
+            sent to the input's device: matrices on the host cost one copy that does not wait, matrices on a
+            GPU a read of the taps back to the host (the groups of images that take the same taps are
+            chosen there).
     Returns:
         (N, C, height, width).
     """
     out_h, out_w = (size, size) if isinstance(size, int) else tuple(size)
-    pixel_maps, taps = sampling_plan(input, matrices, (out_h, out_w), mode, padding_mode, align_corners, antialias)
+    if plan is None:
+        pixel_maps, taps = sampling_plan(input, matrices, (out_h, out_w), mode, padding_mode, align_corners,
+                                         antialias)
+        pixel_maps, = to_device(input.device, pixel_maps)
+    else:
+        pixel_maps, taps = plan
     if len(input) == 0:
         return torch.empty(0, input.shape[1], out_h, out_w, dtype=pixel_maps.dtype if input.dtype == torch.uint8
                            else input.dtype, device=input.device)
-    taps = taps.cpu()  # the groups of images that take the same taps are chosen on the host
+    taps = taps.cpu()
     sampler = compiled_supersample() if compiled else supersample
 
     def sample_images(start, stop):  # images start..stop-1, each with its taps
@@ -168,14 +205,15 @@ def _sample_by_taps(sampler, input, pixel_maps, taps, output_size, mode, padding
     replace their rows."""
     def sample(taps_x, taps_y, chosen=None):  # the images `chosen` (None: all of them)
         images, maps = (input, pixel_maps) if chosen is None else (input[chosen], pixel_maps[chosen])
-        return sampler(images, maps, output_size, subpixel_offsets(taps_x, taps_y), mode, padding_mode, align_corners)
+        offsets = subpixel_offsets(taps_x, taps_y, device=input.device)
+        return sampler(images, maps, output_size, offsets, mode, padding_mode, align_corners)
 
-    groups, group_of_image, counts = taps.unique(dim=0, return_inverse=True, return_counts=True)
+    groups, group_of_image, counts = taps.unique(dim=0, return_inverse=True, return_counts=True)  # on the host
     most = int(counts.argmax())
     output = sample(*groups[most].tolist())
     for i, (taps_x, taps_y) in enumerate(groups.tolist()):
         if i != most:
-            chosen = (group_of_image == i).nonzero().squeeze(1).to(input.device)
+            chosen, = to_device(input.device, (group_of_image == i).nonzero().squeeze(1))
             output.index_copy_(0, chosen, sample(taps_x, taps_y, chosen))
     return output
 

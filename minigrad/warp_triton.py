@@ -205,7 +205,7 @@ def _warp_kernel(input_ptr, maps_ptr, taps_ptr, out_ptr, shift_ptr, factor_ptr, 
 GPU_BLOCK, INTERPRETER_BLOCK = 256, 4096
 
 
-def _launch(input, matrices, size, mode, padding_mode, align_corners, antialias, dtype, render=None):
+def _launch(input, matrices, size, mode, padding_mode, align_corners, antialias, dtype, render=None, plan=None):
     """The host's share, then the one launch: warp.sampling_plan's pixel maps and taps laid out for the
     kernel (maps (N, 9) in the coordinates' dtype, int32 taps (N, 2), on the input's device), the output
     (N, C, height, width) in `dtype`, and the grid.
@@ -214,13 +214,19 @@ def _launch(input, matrices, size, mode, padding_mode, align_corners, antialias,
     an add (no fused multiply-add), so that its rounding is warp.py's. Under the interpreter each program is
     a round of NumPy calls, so fewer, larger programs run faster: up to 4096 pixels each.
     render: None, or the (shift, factor, mean, std) tensors or None of render (float32, on the device).
+    plan: (pixel_maps, taps) from warp.sampling_plan, made beforehand and already on the input's device;
+        without it, the plan is made where the matrices are and sent in one copy that does not wait
+        (warp.to_device).
     """
     output_size = (size, size) if isinstance(size, int) else tuple(size)
-    pixel_maps, taps = W.sampling_plan(input, matrices, output_size, mode, padding_mode, align_corners, antialias)
+    if plan is None:
+        plan = W.to_device(input.device, *W.sampling_plan(input, matrices, output_size, mode, padding_mode,
+                                                            align_corners, antialias))
+    pixel_maps, taps = plan
     if len(input) > 65535:
         raise ValueError(f"warp_triton takes at most 65535 images per call (a GPU grid's limit), got {len(input)}")
-    maps = pixel_maps.to(input.device).reshape(-1, 9).contiguous()
-    taps = taps.to(device=input.device, dtype=torch.int32).contiguous()
+    maps = pixel_maps.reshape(-1, 9).contiguous()
+    taps = taps.to(dtype=torch.int32).contiguous()
     n, channels, height, width = input.shape
     out = torch.empty(n, channels, *output_size, dtype=dtype, device=input.device)
     if out.numel() == 0:
@@ -257,7 +263,7 @@ def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', alig
 
 
 def render(input, matrices, size, mode='bilinear', padding_mode='reflection', align_corners=True, shift=None,
-           factor=None, mean=None, std=None, dtype=torch.float32, antialias=True):
+           factor=None, mean=None, std=None, dtype=torch.float32, antialias=True, plan=None):
     """The augmented batch in one kernel: warp, then per image the lighting change, then per channel the
     normalisation, each output value computed in registers and written once.
 
@@ -271,6 +277,9 @@ def render(input, matrices, size, mode='bilinear', padding_mode='reflection', al
         shift, factor: (N,) lighting per image, or None for none.
         mean, std: per-channel sequences or tensors, or None for no normalisation.
         dtype: of the result: torch.float32, torch.float16 or torch.bfloat16.
+        plan: (pixel_maps, taps) on the input's device, made beforehand (see _launch).
+    Tensors not yet on the input's device (shift, factor, mean, std) are sent there in one copy that does
+    not wait (warp.to_device).
     Returns:
         (N, C, height, width) in `dtype`.
     """
@@ -280,13 +289,14 @@ def render(input, matrices, size, mode='bilinear', padding_mode='reflection', al
         raise ValueError("shift and factor go together, and so do mean and std")
     n, channels = input.shape[:2]
 
-    def per(values, count):  # float32 on the device, `count` of them (one per image or per channel)
+    def per(values, count):  # float32, `count` of them (one per image or per channel)
         if values is None:
             return None
-        values = torch.as_tensor(values, dtype=torch.float32, device=input.device).reshape(-1)
+        values = torch.as_tensor(values, dtype=torch.float32).reshape(-1)
         if len(values) != count:
             raise ValueError(f"expected {count} values (one per image or channel), got {len(values)}")
         return values.contiguous()
 
-    adjustment = (per(shift, n), per(factor, n), per(mean, channels), per(std, channels))
-    return _launch(input, matrices, size, mode, padding_mode, align_corners, antialias, dtype, render=adjustment)
+    adjustment = W.to_device(input.device, per(shift, n), per(factor, n), per(mean, channels), per(std, channels))
+    return _launch(input, matrices, size, mode, padding_mode, align_corners, antialias, dtype, render=adjustment,
+                   plan=plan)

@@ -51,7 +51,7 @@ class AugTransform:
         matrices = self.draw_matrices(n, aspect=width / height) if train else torch.eye(3).repeat(n, 1, 1)
         self.last_matrices = matrices
         shift, factor = self.draw_lighting(n) if train and self.max_lighting > 0 else (None, None)
-        return render(x, matrices.to(x.device), size, self.mode, self.pad_mode, self.align_corners, shift, factor,
+        return render(x, matrices, size, self.mode, self.pad_mode, self.align_corners, shift, factor,
                       backend=choose_backend(x.device, self.fused))
 
     def _uniform(self, n, low, high):
@@ -165,18 +165,28 @@ def render(x, matrices, size, mode, padding_mode, align_corners, shift=None, fac
     """The augmented batch: one warp through `matrices`, then uint8 -> [0, 1] and the lighting change
     (see adjust); float32 for uint8 input.
 
+    The per-image work before the pixels (minigrad.warp.sampling_plan: each image's pixel map and taps) is
+    done on the host, where the matrices were drawn; the maps and the lighting then reach x's device in one
+    copy that does not make the host wait (minigrad.warp.to_device), and the taps stay on the host, where
+    the eager warp groups images by them. So a batch on a GPU is augmented without a single wait.
+
     backend (see choose_backend): 'eager'; 'compiled', the warp (minigrad.warp.compiled_supersample) and
     adjust each one compiled loop over the batch; 'triton', all of it in one hand-written kernel
     (minigrad.warp_triton.render: the output written once).
     """
+    if backend not in ('eager', 'compiled', 'triton'):
+        raise ValueError(f"backend={backend!r} is not 'eager', 'compiled' or 'triton'")
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    pixel_maps, taps = W.sampling_plan(x, matrices.cpu(), size, mode, padding_mode, align_corners, antialias=True)
     if backend == 'triton':
         from minigrad import warp_triton  # imports triton: only where it is used
-        return warp_triton.render(x, matrices, size, mode, padding_mode, align_corners, shift, factor)
-    if backend not in ('eager', 'compiled'):
-        raise ValueError(f"backend={backend!r} is not 'eager', 'compiled' or 'triton'")
+        pixel_maps, taps, shift, factor = W.to_device(x.device, pixel_maps, taps, shift, factor)
+        return warp_triton.render(x, None, size, mode, padding_mode, align_corners, shift, factor,
+                                  plan=(pixel_maps, taps))
     compiled = backend == 'compiled'
-    out = W.warp(x, matrices, size, mode=mode, padding_mode=padding_mode, align_corners=align_corners,
-                 compiled=compiled)
+    pixel_maps, shift, factor = W.to_device(x.device, pixel_maps, shift, factor)
+    out = W.warp(x, None, size, mode=mode, padding_mode=padding_mode, align_corners=align_corners,
+                 compiled=compiled, plan=(pixel_maps, taps))
     value_range = 255 if x.dtype == torch.uint8 else 1
     return (compiled_adjust() if compiled else adjust)(out, value_range, shift, factor)
 
@@ -189,7 +199,7 @@ def adjust(x, value_range, shift=None, factor=None):
     x.div_(value_range)
     if shift is not None:
         n, eps = len(x), 1e-6
-        shift, factor = shift.to(x.device).view(n, 1, 1, 1), factor.to(x.device).view(n, 1, 1, 1)
+        shift, factor = shift.view(n, 1, 1, 1), factor.view(n, 1, 1, 1)
         x.clamp_(eps, 1 - eps).logit_().add_(shift).mul_(factor).sigmoid_()
     return x.clamp_(0, 1)
 

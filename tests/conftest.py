@@ -41,8 +41,9 @@ def _load_fakegpu():
 FAKEGPU = _load_fakegpu()
 
 
-@pytest.fixture(scope='session')
+@pytest.fixture
 def fakegpu():
     """tests/fakegpu.py, the pretend GPU: fakegpu.DEVICE holds CPU data but is not the CPU,
-    fakegpu.counting_host_reads() counts what a GPU would wait for."""
-    return FAKEGPU
+    fakegpu.counting_waits() collects what a GPU would wait for; pinned host memory works inside."""
+    with FAKEGPU.pinned_memory():
+        yield FAKEGPU

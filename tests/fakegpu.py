@@ -4,8 +4,17 @@ torch's CPU kernels but say they live on fakegpu:0. What a real GPU would expose
 - a fakegpu tensor mixed with a CPU tensor in one operation raises torch's "Expected all tensors to be on the
   same device" (a 0-d CPU tensor is allowed, as torch treats it as a number on every device);
 - .numpy() of a fakegpu tensor raises, as of a CUDA tensor;
-- every read of a value back to the host (.item(), bool(), int(), .tolist(), a copy to the CPU), where a GPU
-  makes the host wait for the device (a sync), is counted in `host_reads`;
+- every wait, where a CUDA device makes the host stop until the device has finished what was queued (a
+  sync), is counted in `waits`, by kind:
+    'read NAME'   a value read back to the host: .item(), bool(), int(), .tolist(), a copy to the CPU;
+    'copy'        a copy to the device that blocks: from memory that is not pinned, or without
+                  non_blocking=True (torch's copy is cudaMemcpyAsync, then a stream synchronisation);
+    'size NAME'   an operation whose output size depends on the values (nonzero, boolean-mask indexing,
+                  masked_select, bincount, repeat_interleave without output_size, unique): the host must
+                  read the size before it can allocate the output;
+- pinned host memory: inside the `pinned_memory()` context (the `fakegpu` fixture enters it), CPU tensors'
+  .pin_memory() and .is_pinned() behave as with a CUDA device, so that a non-blocking copy from pinned
+  memory is the one copy that does not wait;
 - the device has a random generator of its own, which torch.manual_seed reseeds as it does a GPU's, and
   torch.random.fork_rng(device_type='fakegpu') saves and restores (torch.fakegpu.get_rng_state()).
 
@@ -14,12 +23,14 @@ with a Python backend; the three operations that move data onto it (empty, empty
 registered for it with torch.library; every other operation on a FakeGpuTensor, a __torch_dispatch__ wrapper
 around its CPU data, runs on that data and wraps the result again. (Not FakeTensorMode: bincount's
 data-dependent shape stops it. Not a wrapper that claims 'cuda': indexing then starts the CUDA driver.)
+Pinning takes a TorchFunctionMode: a Python backend cannot register torch's pinned-memory allocator, so the
+mode answers pin_memory (a copy, remembered) and is_pinned (whether a tensor's memory is one of those).
 
     import fakegpu                # from tests/, via the `fakegpu` fixture of tests/conftest.py
     x = torch.ones(3).to('fakegpu')
-    with fakegpu.counting_host_reads() as reads:
+    with fakegpu.counting_waits() as waits:
         float(x.sum())
-    reads   # ['_local_scalar_dense']
+    waits   # ['read _local_scalar_dense']
 
 Registering a backend can happen once per process and cannot be undone; it changes nothing for other
 devices.
@@ -27,13 +38,18 @@ devices.
 import contextlib
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.backend_registration import _setup_privateuseone_for_python_backend
 
 NAME = 'fakegpu'
 # aten operations that hand a device value to the host: on a GPU, each makes the host wait for the device.
-HOST_READS = {'_local_scalar_dense', 'is_nonzero', 'equal', 'nonzero', 'masked_select', 'unique', '_unique2'}
-host_reads = []
+HOST_READS = {'_local_scalar_dense', 'is_nonzero', 'equal'}
+# aten operations whose output size depends on the values: the host reads the size, so it waits too.
+DATA_DEPENDENT_SIZE = {'nonzero', 'masked_select', 'unique', '_unique', '_unique2', 'unique_consecutive', 'unique_dim',
+                       'bincount'}
+waits = []
+pinned = {}  # data_ptr of a pinned host tensor's memory -> the tensor (kept alive while it counts as pinned)
 
 
 class FakeGpuTensor(torch.Tensor):
@@ -52,7 +68,7 @@ class FakeGpuTensor(torch.Tensor):
 
     # Not dispatched to __torch_dispatch__ for a subclass; as a CUDA tensor's:
     def tolist(self):
-        host_reads.append('tolist')
+        waits.append('read tolist')
         return self.cpu_data.tolist()
 
     def numpy(self, *, force=False):
@@ -72,7 +88,14 @@ class FakeGpuTensor(torch.Tensor):
         to_host = name == '_to_copy' and torch.device(kwargs.get('device') or DEVICE).type == 'cpu'
         into_host = name == 'copy_' and not isinstance(args[0], FakeGpuTensor)
         if name in HOST_READS or to_host or into_host:
-            host_reads.append(name)
+            waits.append(f'read {name}')
+        onto_device = (name == 'copy_' and isinstance(args[0], FakeGpuTensor) and type(args[1]) is torch.Tensor
+                       and args[1].device.type == 'cpu')
+        non_blocking = args[2] if len(args) > 2 else kwargs.get('non_blocking', False)
+        if onto_device and not (non_blocking and is_pinned(args[1])):
+            waits.append('copy')
+        if name in DATA_DEPENDENT_SIZE or data_dependent_indexing(name, args, kwargs):
+            waits.append(f'size {name}')
         unwrap = lambda v: (v.cpu_data if isinstance(v, FakeGpuTensor)
                             else torch.device('cpu') if isinstance(v, torch.device) and v.type == NAME else v)
         out = func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
@@ -82,6 +105,47 @@ class FakeGpuTensor(torch.Tensor):
         by_data = {id(w.cpu_data): w for w in wrappers}
         wrap = lambda v: (by_data[id(v)] if id(v) in by_data else FakeGpuTensor(v)) if type(v) is torch.Tensor else v
         return tree_map(wrap, out)
+
+
+def data_dependent_indexing(name, args, kwargs):
+    """Whether an operation's output size (or, for index_put, its work) is read from the values: indexing
+    or assigning through a boolean mask (torch turns the mask into indices with nonzero), repeat_interleave
+    of a tensor of repeats without output_size."""
+    if name in ('index', 'index_put', 'index_put_', '_index_put_impl_'):
+        indices = args[1] if len(args) > 1 else kwargs.get('indices', ())
+        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices or ())
+    if name == 'repeat_interleave':
+        repeats = args[1] if len(args) > 1 else kwargs.get('repeats', args[0] if args else None)
+        return isinstance(repeats, torch.Tensor) and kwargs.get('output_size') is None
+    return False
+
+
+class PinnedMemory(TorchFunctionMode):
+    """CPU tensors' pin_memory and is_pinned as a CUDA device makes them (see the module docstring)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.pin_memory:
+            copy = args[0].clone()
+            pinned[copy.untyped_storage().data_ptr()] = copy
+            return copy
+        if func is torch.Tensor.is_pinned:
+            return is_pinned(args[0])
+        return func(*args, **kwargs)
+
+
+def is_pinned(tensor):
+    return type(tensor) is torch.Tensor and tensor.untyped_storage().data_ptr() in pinned
+
+
+@contextlib.contextmanager
+def pinned_memory():
+    """Inside: pinned host memory, as with a CUDA device; the memory pinned is forgotten after."""
+    with PinnedMemory():
+        try:
+            yield
+        finally:
+            pinned.clear()
 
 
 class Backend:
@@ -110,14 +174,14 @@ class Backend:
 
 
 @contextlib.contextmanager
-def counting_host_reads():
-    """Collects the names of the host reads made inside the block."""
-    start = len(host_reads)
-    reads = []
+def counting_waits():
+    """Collects the waits made inside the block ('read NAME', 'copy', 'size NAME')."""
+    start = len(waits)
+    collected = []
     try:
-        yield reads
+        yield collected
     finally:
-        reads.extend(host_reads[start:])
+        collected.extend(waits[start:])
 
 
 def _register():
@@ -135,6 +199,8 @@ def _register():
 
     @torch.library.impl('aten::_copy_from', 'privateuseone')
     def copy_from(source, destination, non_blocking=False):  # host to device (the other way is dispatched above)
+        if not (non_blocking and is_pinned(source)):
+            waits.append('copy')
         destination.cpu_data.copy_(source)
         return destination
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from minigrad.warp import pinned
 from pets.data.images import UNREADABLE, ImageFailure, ImageLoadError, image_from
 from pets.data.show import show_batch
 from pets.distributed import processes_per_machine
@@ -253,7 +254,7 @@ class DataLoader:
             if images is None:
                 continue
             x = self.after_collate(images)
-            yield positions, (x if labels is None else (x, labels.to(self.device, non_blocking=True)))
+            yield positions, (x if labels is None else (x, self.to_device(labels)))
 
     def ordered(self, train=None, seed=None, item_tfms=None, batch_tfms=None):
         """A loader of the same items in order with every batch kept, for predictions. train: which
@@ -282,9 +283,17 @@ class DataLoader:
         self.sampler.shard(rank, world_size, pad)
         self._make_loader()  # the shard's length decides whether the last partial batch is dropped
 
+    def to_device(self, tensor):
+        """tensor on the loader's device by a copy that does not make the host wait: from pinned host memory
+        (torch's loader pins CUDA batches, in a thread of its own when there are workers), non_blocking.
+        A copy from ordinary memory, or a blocking one, waits until the device has finished all it was given."""
+        if self.device.type == 'cpu':
+            return tensor
+        return pinned(tensor).to(self.device, non_blocking=True)
+
     def after_collate(self, images):
         """Moves a uint8 batch to the device and applies the batch transforms there."""
-        x = images.to(self.device, non_blocking=True)
+        x = self.to_device(images)
         for tfm in self.batch_tfms:
             x = tfm(x, train=self.dataset.train)
         return x.float().div_(255) if x.dtype == torch.uint8 else x

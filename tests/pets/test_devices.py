@@ -36,9 +36,39 @@ def test_the_pretend_gpu_is_not_the_cpu(fakegpu):
         x + torch.ones(3)
     with pytest.raises(TypeError, match="can't convert fakegpu:0 device type tensor to numpy"):
         x.numpy()
-    with fakegpu.counting_host_reads() as reads:
+    with fakegpu.counting_waits() as waits:
         float(x.sum())
-    assert reads == ['_local_scalar_dense']
+    assert waits == ['read _local_scalar_dense']
+
+
+def test_the_pretend_gpu_counts_every_wait_a_cuda_device_makes(fakegpu):
+    """Reads back, copies to the device that block (unpinned memory, or non_blocking=False), and operations
+    whose output size depends on the values; a non-blocking copy from pinned memory and plain arithmetic
+    do not wait."""
+    host = torch.arange(6.0)
+    pinned = host.pin_memory()
+    assert pinned.is_pinned() and not host.is_pinned()
+    with fakegpu.counting_waits() as waits:
+        x = pinned.to('fakegpu', non_blocking=True)
+        y = (x * 2 + 1).sum(0, keepdim=True)
+    assert waits == [] and y.device == fakegpu.DEVICE
+    cases = {
+        'copy': [lambda: host.to('fakegpu'), lambda: host.to('fakegpu', non_blocking=True),
+                 lambda: pinned.to('fakegpu'), lambda: torch.tensor([1.0, 2.0], device='fakegpu'),
+                 lambda: torch.as_tensor(host, device='fakegpu')],
+        'read': [lambda: x.sum().item(), lambda: bool(x[0] > 0), lambda: x.tolist(), lambda: x.cpu()],
+        'size': [lambda: x[x > 2], lambda: x.nonzero(), lambda: torch.bincount(x.long()),
+                 lambda: x.repeat_interleave(x.long()), lambda: x.unique(), lambda: x.masked_select(x > 2)],
+    }
+    for kind, calls in cases.items():
+        for call in calls:
+            with fakegpu.counting_waits() as waits:
+                call()
+            assert waits and all(w.split()[0] == kind for w in waits), (kind, waits)
+    with fakegpu.counting_waits() as waits:
+        x.repeat_interleave(x.long(), output_size=15)  # the size given: no wait
+        torch.where(x > 2, x, 0)                       # masks that keep the shape: no wait
+    assert waits == []
 
 
 def test_a_learner_on_a_gpu_trains_predicts_interprets_and_hands_back_cpu_tensors(pet_folder, fakegpu):
@@ -61,22 +91,22 @@ def test_a_learner_on_a_gpu_trains_predicts_interprets_and_hands_back_cpu_tensor
     assert all(isinstance(v, float) for v in (*suggestions, *learn.recorder.lr_find.losses))
 
 
-def test_a_training_step_waits_for_the_gpu_once(pet_folder, fakegpu):
-    """The loss is read once per step (the NaN guard and the recorder share it); nothing else the step does
-    reads a value back from the device."""
-    reads_per_step = []
-
-    class CountReads:
-        def before_batch(self, learn):
-            self.start = len(fakegpu.host_reads)
-
-        def after_batch(self, learn):
-            reads_per_step.append(fakegpu.host_reads[self.start:])
-
-    learn = device_learner(pet_folder, 'fakegpu')
-    learn.add_cb(CountReads())
-    learn.fit(1, lr=1e-3)
-    assert reads_per_step and all(reads == ['_local_scalar_dense'] for reads in reads_per_step), reads_per_step
+def test_training_with_augmentation_and_validation_waits_once_a_step(pet_folder, fakegpu):
+    """Whole epochs on the pretend GPU, loading, augmentation, the step, callbacks and validation: at most
+    one wait per training step (the loss, read once for the NaN guard and the recorder) and a few per
+    epoch (validation's loss and metrics), whatever kind of wait it is."""
+    from pets.augment import aug_transforms
+    block = DataBlock(get_items=get_image_files, splitter=RandomSplitter(valid_pct=0.25, seed=0), item_tfms=Resize(32),
+                      get_y=using_attr(RegexLabeller(r'(.+)_\d+.jpg$'), 'name'),
+                      batch_tfms=aug_transforms(size=24, min_scale=0.75, seed=0))
+    dls = block.dataloaders(pet_folder, bs=6, num_workers=0, device='fakegpu', seed=0)
+    torch.manual_seed(0)
+    learn = cnn_learner(dls, 'resnet18', metrics=[error_rate, accuracy], pretrained=False, progress=False)
+    epochs, per_epoch = 2, 1 + len(learn.metrics)  # validation: its loss and each metric, read once
+    with fakegpu.counting_waits() as waits:
+        learn.fit_one_cycle(epochs, 1e-3)
+    steps = epochs * len(dls.train)
+    assert len(waits) <= steps + epochs * per_epoch, (steps, waits)
 
 
 def test_the_nan_guard_still_stops_a_step_on_a_gpu(pet_folder, fakegpu):

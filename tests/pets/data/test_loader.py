@@ -4,7 +4,7 @@ import torch
 
 from pets.data import loader as L
 from pets.data.block import DataBlock
-from pets.data.images import Resize
+from pets.data.images import Resize, read_image
 from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
 
 
@@ -49,7 +49,7 @@ def test_data_too_large_for_the_budget_is_not_cached(pet_folder, monkeypatch):
 
 def test_the_estimate_reads_headers_and_bounds_the_decoded_size(pet_folder, tmp_path):
     files = get_image_files(pet_folder)
-    exact = sum(L.read_image(f).numel() for f in files)
+    exact = sum(read_image(f).numel() for f in files)
     assert L.estimated_decoded_bytes(files, sample=len(files)) == pytest.approx(exact)
     assert L.estimated_decoded_bytes(files, sample=5) == pytest.approx(exact, rel=0.5)
     (tmp_path / 'bad.jpg').write_bytes(b'not an image')
