@@ -133,16 +133,41 @@ class Optimizer:
         """A parameter's loaded buffers in the form step() uses (a subclass may convert some)."""
         return buffers
 
-    def step(self, closure=None):
-        """Updates every parameter that has a gradient. `closure`, if given, re-evaluates the loss first."""
+    def step(self, closure=None, skip=None):
+        """Updates every parameter that has a gradient. `closure`, if given, re-evaluates the loss first.
+
+        skip: None, or a 0-d bool tensor on the parameters' device saying whether to skip this step, decided
+        on the device (say, the loss was not finite), so that the host queues the step without reading the
+        flag back (on a GPU that read would wait for the device):
+            p <- where(skip, p_before, p_after), and the same for every tensor of the state
+        A skipped step changes nothing, provided the state's step counts are tensors (Adam's capturable=True)
+        rather than host numbers; state that a skipped step creates is left as zeros (a fresh state, for Adam).
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         with torch.no_grad():
+            before = self._snapshot() if skip is not None else None
             for group in self.param_groups:
                 self._step_group(group)
+            if before is not None:
+                self._undo_where(skip, before)
         return loss
+
+    def _snapshot(self):
+        """Copies of every parameter that will step, and of its state's tensors (None where it has none)."""
+        return [(p, p.detach().clone(), {k: v.clone() for k, v in self.state.get(p, {}).items() if torch.is_tensor(v)})
+                for group in self.param_groups for p in self._params_with_grad(group)]
+
+    def _undo_where(self, skip, before):
+        """Puts back, where skip holds, what _snapshot copied; state made since is zeroed."""
+        for p, p_before, state_before in before:
+            p.copy_(torch.where(skip, p_before, p))
+            for name, value in self.state.get(p, {}).items():
+                if torch.is_tensor(value):
+                    old = state_before.get(name, torch.zeros_like(value))
+                    value.copy_(torch.where(skip, old, value))
 
     def _step_group(self, group):
         """Updates one group's parameters, one at a time (a subclass may do them all at once)."""

@@ -14,6 +14,7 @@ resumes checkpoints, SaveCheckpoint writes them, distrib_ctx's DistributedTraine
 DDP, MixedPrecision (pets.precision) runs the network in 16 bits. Inference is in pets.inference, the
 metrics in pets.metrics.
 """
+import inspect
 import math
 import time
 import warnings
@@ -25,7 +26,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from minigrad.functional import cross_entropy
-from minigrad.optim import Adam
+from minigrad.optim import Adam, Optimizer
 from minigrad.schedule import discriminative_lrs, one_cycle
 from pets.checkpoint import CancelFit, SaveCheckpoint, TrainingProgress
 from pets.data.loader import default_device
@@ -201,6 +202,10 @@ class Learner:
             param_groups += [{'params': decayed, 'decayed': True, 'layer_group': index},
                              {'params': not_decayed, 'decayed': False, 'weight_decay': 0.0, 'layer_group': index}]
         options = {} if self.wd is None else {'weight_decay': self.wd}
+        if self.dls.device.type != 'cpu' and 'capturable' in inspect.signature(self.opt_func).parameters:
+            # Adam's step counts on the device: a step skipped there (train_step) leaves them as they were,
+            # and no step reads them back.
+            options['capturable'] = True
         self.opt = self.opt_func(param_groups, lr=self.lr, **options)
 
     def normalize(self, x):
@@ -285,10 +290,14 @@ class Learner:
 
     def train_step(self, x, y):
         """One optimizer step on a batch, firing the step's events; returns the loss. A non-finite loss
-        stops before the step, so the weights stay the last good ones.
+        stops training with the weights and optimizer state as they were before this step.
 
-        The loss is read back to the host once (learn.loss_value, which the recorder keeps too): on a GPU
-        that is the step's only wait for the device. Callbacks may replace what is differentiated
+        The loss is read back to the host once (learn.loss_value, which the recorder keeps too). On the CPU
+        that read is free, and comes before the backward pass: a non-finite loss stops there. On a GPU a
+        read makes the host wait for the device, so it comes after the whole step is queued, and the step
+        skips itself on the device where the loss is not finite (learn.skip_step, a 0-d bool tensor that
+        callbacks may add to, as MixedPrecision adds float16's overflows): the one wait of the step, with the
+        host free to queue everything else ahead of it. Callbacks may replace what is differentiated
         (learn.loss_grad, e.g. a scaled loss) in before_backward, and take the step themselves in
         before_step, raising CancelStep."""
         self.x, self.y = x, y
@@ -297,23 +306,32 @@ class Learner:
         with self.autocast():
             self.pred = model(self.normalize(self.x))
             self.loss = self.loss_func(self.pred, self.y)
-        self.loss_value = self.loss.item()
-        if not math.isfinite(self.loss_value):
-            lr = self.opt.param_groups[-1]['lr']
-            raise FloatingPointError(f"the loss became {self.loss_value} at learning rate {lr:.2e}: lower the "
-                                     f"learning rate (or train in fp32 if mixed precision is on)")
+        read_late = self.dls.device.type != 'cpu' and isinstance(self.opt, Optimizer)  # minigrad's: can skip
+        self.skip_step = ~torch.isfinite(self.loss.detach()) if read_late else None
+        if not read_late:
+            self._read_loss()
         self.loss_grad = self.loss
         self('before_backward')
         self.loss_grad.backward()
         self('after_backward')
         try:
             self('before_step')
-            self.opt.step()
+            self.opt.step(skip=self.skip_step) if read_late else self.opt.step()
         except CancelStep:
             pass
         self('after_step')
         self.opt.zero_grad()
+        if read_late:
+            self._read_loss()
         return self.loss
+
+    def _read_loss(self):
+        """learn.loss_value, the step's one read of the device; FloatingPointError if it is not finite."""
+        self.loss_value = self.loss.item()
+        if not math.isfinite(self.loss_value):
+            lr = self.opt.param_groups[-1]['lr']
+            raise FloatingPointError(f"the loss became {self.loss_value} at learning rate {lr:.2e}: lower the "
+                                     f"learning rate (or train in fp32 if mixed precision is on)")
 
     def distrib_ctx(self, sync_bn=False):
         """A context in which training is data-parallel over the processes torchrun started (see

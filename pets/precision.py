@@ -97,10 +97,22 @@ class MixedPrecision:
             learn.loss_grad = self.scaler.scale(learn.loss)
 
     def before_step(self, learn):
-        if self.scaler is not None:
+        if self.scaler is None:
+            return
+        if getattr(learn, 'skip_step', None) is None:  # on the CPU, where reading a flag is free
             self.scaler.step(learn.opt)  # unscales the gradients; skips the step if any is inf or NaN
             self.scaler.update()
             raise CancelStep
+        # On a GPU: unscale, and let the learner's own step skip itself on the device where a gradient
+        # overflowed (GradScaler.step would read that flag back: a wait). The flags are the ones
+        # GradScaler.step itself sums (a private record of torch's; unscale_ fills it).
+        self.scaler.unscale_(learn.opt)
+        found_inf = self.scaler._per_optimizer_states[id(learn.opt)]['found_inf_per_device'].values()
+        learn.skip_step = learn.skip_step | (sum(found_inf) > 0)
+
+    def after_step(self, learn):
+        if self.scaler is not None and getattr(learn, 'skip_step', None) is not None:
+            self.scaler.update()  # halves the scale after an overflow, on the device
 
     def scaler_state(self):
         """The loss scale and its schedule (float16), for a checkpoint; None without a scaler."""

@@ -15,6 +15,8 @@ torch's CPU kernels but say they live on fakegpu:0. What a real GPU would expose
 - pinned host memory: inside the `pinned_memory()` context (the `fakegpu` fixture enters it), CPU tensors'
   .pin_memory() and .is_pinned() behave as with a CUDA device, so that a non-blocking copy from pinned
   memory is the one copy that does not wait;
+- torch.autocast runs on it, casting nothing (its operations keep their inputs' dtype): the control flow of
+  mixed precision, GradScaler's included, runs as on a GPU;
 - the device has a random generator of its own, which torch.manual_seed reseeds as it does a GPU's, and
   torch.random.fork_rng(device_type='fakegpu') saves and restores (torch.fakegpu.get_rng_state()).
 
@@ -196,6 +198,12 @@ def _register():
     @torch.library.impl('aten::empty_strided', 'privateuseone')
     def empty_strided(size, stride, *, dtype=None, layout=None, device=None, pin_memory=None):
         return FakeGpuTensor(torch.empty_strided(size, stride, dtype=dtype))
+
+    # torch.autocast on the device: nothing is cast (every operation falls through to its own kernel, in its
+    # inputs' dtype), so that mixed precision's control flow, GradScaler's included, runs here.
+    global AUTOCAST
+    AUTOCAST = torch.library.Library('_', 'IMPL', 'AutocastPrivateUse1')
+    AUTOCAST.fallback(torch.library.fallthrough_kernel)
 
     @torch.library.impl('aten::_copy_from', 'privateuseone')
     def copy_from(source, destination, non_blocking=False):  # host to device (the other way is dispatched above)

@@ -187,3 +187,47 @@ def test_zero_grad_and_bad_arguments():
         Adam(model.parameters(), lr=-1)
     with pytest.raises(ValueError, match="betas"):
         Adam(model.parameters(), betas=(0.9, 1.0))
+
+
+OPTIMIZERS_THAT_SKIP = {
+    'sgd': lambda params: SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01),
+    'adam per parameter': lambda params: Adam(params, lr=0.01, foreach=False, amsgrad=True),
+    'adam foreach': lambda params: Adam(params, lr=0.01),
+    'adam capturable': lambda params: Adam(params, lr=0.01, capturable=True),
+}
+
+
+@pytest.mark.parametrize('name', OPTIMIZERS_THAT_SKIP)
+def test_a_step_skipped_on_the_device_changes_nothing_and_a_kept_one_is_a_step(name, fakegpu):
+    """step(skip=flag): a True flag leaves parameters and state as they were, to the bit, without reading
+    the flag back (no wait); a False one is the ordinary step, to the bit. On the pretend GPU, so that a
+    read would be counted (and capturable Adam, which keeps its step count on the device, may run)."""
+    def run(flags):
+        model = small_model(torch.float32).to(fakegpu.DEVICE)
+        optimizer = OPTIMIZERS_THAT_SKIP[name](model.parameters())
+        for step, (x, y) in enumerate(batches(len(flags), torch.float32)):
+            loss = torch.nn.functional.cross_entropy(model(x.to(fakegpu.DEVICE)), y.to(fakegpu.DEVICE))
+            loss.backward()
+            if flags[step] is None:
+                optimizer.step()
+            else:
+                skip = torch.tensor(flags[step]).to(fakegpu.DEVICE)
+                with fakegpu.counting_waits() as waits:
+                    optimizer.step(skip=skip)
+                assert waits == []
+            optimizer.zero_grad()
+        return model, optimizer
+
+    def same(a, b):
+        (model_a, opt_a), (model_b, opt_b) = a, b
+        for p_a, p_b in zip(model_a.parameters(), model_b.parameters()):
+            assert torch.equal(p_a.detach().cpu(), p_b.detach().cpu())
+            state_a, state_b = opt_a.state[p_a], opt_b.state[p_b]
+            assert state_a.keys() == state_b.keys()
+            for key in state_a:
+                if key == 'step' and not torch.is_tensor(state_a[key]):
+                    continue  # a step count on the host (Adam without capturable) counts skipped steps too
+                assert torch.equal(torch.as_tensor(state_a[key]).cpu(), torch.as_tensor(state_b[key]).cpu()), key
+
+    same(run([None]), run([None, True]))          # a skipped step: as if it had not been taken
+    same(run([None, None]), run([None, False]))  # a kept one: the ordinary step

@@ -150,3 +150,50 @@ def test_float16_training_keeps_a_float32_loss_and_takes_the_scalers_first_step(
     assert set(dtypes) == {(torch.float16, torch.float32)}
     assert mixed_precision_callback(learn).scaler.get_scale() == 2.0 ** 16  # no step was skipped
     assert all(not torch.equal(a, p.detach()) for a, p in zip(before, learn.model.parameters()))
+
+
+def test_on_a_gpu_the_loss_is_read_after_the_step_is_queued(pet_folder, fakegpu):
+    """The host queues forward, backward and step before its one wait: reading the loss."""
+    learn = device_learner(pet_folder, 'fakegpu')
+
+    class Mark:
+        def before_backward(self, learn):
+            fakegpu.waits.append('mark before_backward')
+
+        def after_step(self, learn):
+            fakegpu.waits.append('mark after_step')
+
+    learn.add_cb(Mark())
+    with fakegpu.counting_waits() as waits:
+        learn.fit(1, lr=1e-3)
+    steps = len(learn.dls.train)
+    training = [w for w in waits if w.startswith(('mark', 'read'))][:3 * steps]
+    assert training == ['mark before_backward', 'mark after_step', 'read _local_scalar_dense'] * steps
+
+
+def test_float16_on_a_gpu_waits_once_a_step_and_skips_an_overflow_on_the_device(pet_folder, fakegpu):
+    """GradScaler.step would read its overflow flag back (a second wait): the learner's own step skips
+    itself on the device instead, and the scale is halved there."""
+    dls = device_learner(pet_folder, 'fakegpu').dls
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, dls.c))
+    learn = Learner(dls, model, progress=False).to_precision('fp16')
+    with fakegpu.counting_waits() as waits:
+        learn.fit(1, lr=1e-3)
+    steps = len(dls.train)
+    assert len(waits) <= steps + 1, waits  # one a step, and validation's loss
+    scaler = mixed_precision_callback(learn).scaler
+    assert float(scaler.get_scale()) == 2.0 ** 16  # no overflow: every step taken
+
+    class Overflow:  # a gradient that overflows float16's range once scaled
+        def after_backward(self, learn):
+            learn.model[2].weight.grad[0, 0] = float('inf')
+
+    learn.add_cb(Overflow())
+    before = [p.detach().cpu().clone() for p in learn.model.parameters()]
+    state_before = {k: v.cpu().clone() for k, v in learn.opt.state[learn.model[2].weight].items()}
+    learn.fit(1, lr=1e-3)  # a new fit: a new scaler, whose every step overflows
+    assert all(torch.equal(a, p.detach().cpu()) for a, p in zip(before, learn.model.parameters()))
+    state_after = learn.opt.state[learn.model[2].weight]
+    assert all(torch.equal(v, state_after[k].cpu()) for k, v in state_before.items())
+    assert float(mixed_precision_callback(learn).scaler.get_scale()) == 2.0 ** 16 / 2 ** steps
