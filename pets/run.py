@@ -127,9 +127,9 @@ def parse_args(argv):
     parser.add_argument('--resume', action='store_true',
                         help="continue after the last epoch checkpointed in --out (same data and options)")
     parser.add_argument('--workers', type=at_least(0), default=None,
-                        help='decoding processes per training process (default: none when the decoded images fit '
-                             'in memory, as the sample does: each is decoded once, here; else the cores shared '
-                             'among the training processes)')
+                        help='decoding processes per training process (default: on the CPU, none when the decoded '
+                             'images fit in memory, as the sample does: each is decoded once, here; on a GPU, and '
+                             'for larger data sets, the cores shared among the training processes)')
     parser.add_argument('--device', default=None, help="'cpu', 'cuda' (default: the GPU if there is one)")
     parser.add_argument('--out', default='pets-output', help='folder for the results')
     args = parser.parse_args(argv)

@@ -11,9 +11,11 @@
 DataBlock is the recipe; datasets() applies it (list, label, split), dataloaders() wraps the two datasets in
 loaders (pets.data.loader), summary() traces one item and one batch through it (pets.data.summary).
 """
+import torch
+
 from pets.data.items import Categorize, RandomSplitter
-from pets.data.loader import (DataLoader, DataLoaders, ItemDataset, as_list, default_num_workers, estimated_decoded_bytes,
-                              memory_cache_budget)
+from pets.data.loader import (DataLoader, DataLoaders, ItemDataset, as_list, default_device, default_num_workers,
+                              estimated_decoded_bytes, memory_cache_budget)
 from pets.data.summary import summary
 from pets.rng import generator_from
 
@@ -78,24 +80,33 @@ class DataBlock:
         Args:
             source: what get_items takes, e.g. path/'images'.
             bs: the batch size (val_bs, if given, for validation).
-            num_workers: decoding processes (default: none, decoding here, when the images are kept in
-                memory; else one per core, at most 8).
-            cache: keep each decoded image in memory after its first decode (pets.data.loader; with
-                workers, each worker keeps its own). None (the default): when decoding in this process and
-                all the images fit in 1 GiB (or an eighth of the machine's memory), as the shipped sample does.
+            num_workers: decoding processes (default: on the CPU, none when the images are kept in memory,
+                the items then prepared here; else, and on a GPU always, one per core, at most 8).
+            cache: keep each decoded image in memory (pets.data.loader). None (the default): when all the
+                images fit in 1 GiB (or an eighth of the machine's memory), as the shipped sample does, and
+                they are decoded in this process or the loaders are for a GPU. With workers the images are
+                decoded here first, and the workers, forked after, share them; their presizing (random crops)
+                still runs in the workers, every epoch.
             device: where batches go (default: the GPU if there is one).
             seed: seeds the training order and the items' random crops (default: torch's global generator,
                 drawn from as each epoch starts; pets.rng). The batch transforms take their own seed.
             path: where a learner on these loaders saves models (fastai's default: '.').
         """
         train_ds, valid_ds = self.datasets(source)
+        # On a GPU the model's step is short, and decoding and presizing in this process would leave the
+        # GPU waiting between steps: workers do it there, reading the images decoded here once.
+        accelerator = torch.device(device if device is not None else default_device()).type != 'cpu'
         if cache is None:
             files = train_ds.items + valid_ds.items
-            cache = num_workers in (None, 0) and estimated_decoded_bytes(files) <= memory_cache_budget()
+            cache = ((num_workers in (None, 0) or accelerator)
+                     and estimated_decoded_bytes(files) <= memory_cache_budget())
         if cache:
             train_ds.cache, valid_ds.cache = {}, {}
         if num_workers is None:
-            num_workers = 0 if cache else default_num_workers()
+            num_workers = 0 if cache and not accelerator else default_num_workers()
+        if cache and num_workers > 0:
+            train_ds.fill_cache()  # decoded here, once: the workers, forked after, share these images
+            valid_ds.fill_cache()
         skipped = {}
         common = dict(num_workers=num_workers, device=device, batch_tfms=self.batch_tfms, skipped=skipped)
         # Validation draws nothing (in order, no random crops), so it never shifts the training order.

@@ -90,12 +90,13 @@ class ItemDataset(torch.utils.data.Dataset):
     fails to decode gives an ImageFailure instead of raising, so that one bad file costs one item, not
     the epoch; the loader leaves it out and reports it. cache=True keeps each decoded image in memory
     (self.cache, path -> tensor) after its first decode; the item transforms still run on every load.
+    cache may also be another dataset's cache (a dict), shared: the same files in other transforms.
     """
 
     def __init__(self, items, targets, vocab, item_tfms=(), train=False, cache=False):
         self.items, self.targets, self.vocab = list(items), targets, vocab
         self.item_tfms, self.train = list(item_tfms), train
-        self.cache = {} if cache else None
+        self.cache = cache if isinstance(cache, dict) else {} if cache else None
 
     def __len__(self):
         return len(self.items)
@@ -121,6 +122,17 @@ class ItemDataset(torch.utils.data.Dataset):
 
     def label(self, index):
         return self.vocab[self.targets[index]]
+
+    def fill_cache(self):
+        """Decodes every file not in the cache yet (one that fails is left for its load to report): done in
+        this process before worker processes start, so that they share the decoded images (a forked
+        worker reads its parent's memory) instead of each decoding and keeping its own copies."""
+        for path in self.items:
+            if isinstance(path, (str, Path)) and path not in self.cache:
+                try:
+                    self.cache[path] = decode_item(path, self.item_tfms)
+                except ImageLoadError:
+                    pass
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -262,10 +274,12 @@ class DataLoader:
         batch_tfms: other transforms instead of this loader's."""
         dataset = self.dataset
         if (train is not None and train != dataset.train) or item_tfms is not None:
+            # The same files: the decoded images are shared (the cache holds them before any item transform).
             dataset = ItemDataset(dataset.items, dataset.targets, dataset.vocab,
                                   dataset.item_tfms if item_tfms is None else as_list(item_tfms),
-                                  train=dataset.train if train is None else train)
-        return DataLoader(dataset, bs=self.bs, device=self.device,
+                                  train=dataset.train if train is None else train,
+                                  cache=dataset.cache if dataset.cache is not None else False)
+        return DataLoader(dataset, bs=self.bs, num_workers=self.num_workers, device=self.device,
                           batch_tfms=self.batch_tfms if batch_tfms is None else as_list(batch_tfms),
                           generator=generator_from(seed), skipped=self.skipped)
 
@@ -343,11 +357,16 @@ class DataLoaders:
     def show_batch(self, nrows=3, ncols=3, figsize=None, **kwargs):
         return self.train.show_batch(nrows=nrows, ncols=ncols, figsize=figsize, **kwargs)
 
-    def test_dl(self, files, bs=None, num_workers=0):
-        """A loader over new files, transformed as the validation set (no labels: batches are images)."""
+    def test_dl(self, files, bs=None, num_workers=None):
+        """A loader over new files, transformed as the validation set (no labels: batches are images).
+        num_workers: decoding processes (default: the validation loader's, for more than a batch of files;
+        none for a batch or less, which starting workers would only delay)."""
         valid = self.valid_ds
+        bs = bs or self.valid.bs
+        if num_workers is None:
+            num_workers = self.valid.num_workers if len(files) > bs else 0
         dataset = ItemDataset(files, None, valid.vocab, valid.item_tfms, train=False)
-        return DataLoader(dataset, bs=bs or self.valid.bs, num_workers=num_workers, device=self.device,
+        return DataLoader(dataset, bs=bs, num_workers=num_workers, device=self.device,
                           batch_tfms=self.valid.batch_tfms, skipped=self.skipped)
 
 

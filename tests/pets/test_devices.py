@@ -197,3 +197,19 @@ def test_float16_on_a_gpu_waits_once_a_step_and_skips_an_overflow_on_the_device(
     state_after = learn.opt.state[learn.model[2].weight]
     assert all(torch.equal(v, state_after[k].cpu()) for k, v in state_before.items())
     assert float(mixed_precision_callback(learn).scaler.get_scale()) == 2.0 ** 16 / 2 ** steps
+
+
+def test_on_a_gpu_workers_prepare_the_items_from_images_decoded_once(pet_folder, fakegpu):
+    """For a GPU, the items' presizing runs in worker processes even for a data set kept in memory: the
+    images are decoded once, here, and the workers (forked after) share them; tta's loaders share them too.
+    The batches are the ones a loader without workers makes (each item carries its own seed)."""
+    block = DataBlock(get_items=get_image_files, splitter=RandomSplitter(valid_pct=0.25, seed=0), item_tfms=Resize(32),
+                      get_y=using_attr(RegexLabeller(r'(.+)_\d+.jpg$'), 'name'))
+    dls = block.dataloaders(pet_folder, bs=6, device='fakegpu', seed=0)
+    assert dls.train.num_workers > 0 and len(dls.train_ds.cache) == len(dls.train_ds)
+    assert dls.valid.ordered(train=True, seed=0).dataset.cache is dls.valid_ds.cache
+    in_process = block.dataloaders(pet_folder, bs=6, device='fakegpu', seed=0, num_workers=0)
+    for (x, y), (x0, y0) in zip(dls.train, in_process.train):
+        assert x.device == fakegpu.DEVICE and torch.equal(x.cpu(), x0.cpu()) and torch.equal(y.cpu(), y0.cpu())
+    cpu = block.dataloaders(pet_folder, bs=6, device='cpu', seed=0)
+    assert cpu.train.num_workers == 0  # on the CPU the items are prepared here: no process competes with the model
