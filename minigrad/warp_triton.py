@@ -146,11 +146,15 @@ def _sample_tile(input_ptr, maps_ptr, taps_ptr, image, pixels, out_width,
 
 
 @triton.jit
-def _store_tile(out_ptr, values, image, pixels, pixel_ok, channels, out_pixels, BLOCK_C: tl.constexpr):
-    """values (BLOCK_C, BLOCK) written to the contiguous output (N, C, Ho, Wo) in its dtype; lanes past the
-    image's last pixel or last channel write nothing."""
+def _store_tile(out_ptr, values, image, pixels, pixel_ok, channels, out_stride_n, out_stride_c, out_stride_pixel,
+                BLOCK_C: tl.constexpr):
+    """values (BLOCK_C, BLOCK) written to the output (N, C, Ho, Wo) in its dtype and layout: channels first
+    (pixel stride 1, channel stride Ho Wo) or channels last (pixel stride C, channel stride 1), the flat
+    pixel p = i Wo + j at p * out_stride_pixel either way. Lanes past the image's last pixel or last channel
+    write nothing."""
     channel = tl.arange(0, BLOCK_C)
-    offsets = (image.to(tl.int64) * channels + channel[:, None]) * out_pixels + pixels[None, :]
+    offsets = (image.to(tl.int64) * out_stride_n + channel[:, None] * out_stride_c
+               + pixels[None, :].to(tl.int64) * out_stride_pixel)
     tl.store(out_ptr + offsets, values.to(out_ptr.dtype.element_ty),
              mask=(channel[:, None] < channels) & pixel_ok[None, :])
 
@@ -181,6 +185,7 @@ def _adjust_tile(v, image, channels, shift_ptr, factor_ptr, mean_ptr, std_ptr, v
 @triton.jit
 def _warp_kernel(input_ptr, maps_ptr, taps_ptr, out_ptr, shift_ptr, factor_ptr, mean_ptr, std_ptr, value_range,
                  channels, height, width, out_height, out_width, stride_n, stride_c, stride_h, stride_w,
+                 out_stride_n, out_stride_c, out_stride_pixel,
                  MODE: tl.constexpr, PADDING: tl.constexpr, ALIGN_CORNERS: tl.constexpr, RENDER: tl.constexpr,
                  LIGHTING: tl.constexpr, NORMALISE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_C: tl.constexpr,
                  COMPUTE: tl.constexpr):
@@ -197,7 +202,8 @@ def _warp_kernel(input_ptr, maps_ptr, taps_ptr, out_ptr, shift_ptr, factor_ptr, 
     if RENDER:
         values = _adjust_tile(values, image, channels, shift_ptr, factor_ptr, mean_ptr, std_ptr, value_range,
                               LIGHTING, NORMALISE, BLOCK_C)
-    _store_tile(out_ptr, values, image, pixels, pixel_ok, channels, out_pixels, BLOCK_C)
+    _store_tile(out_ptr, values, image, pixels, pixel_ok, channels, out_stride_n, out_stride_c, out_stride_pixel,
+                BLOCK_C)
 
 
 # Output pixels per program: 256 on a GPU; up to 4096 under the interpreter (fewer, larger programs run
@@ -205,7 +211,8 @@ def _warp_kernel(input_ptr, maps_ptr, taps_ptr, out_ptr, shift_ptr, factor_ptr, 
 GPU_BLOCK, INTERPRETER_BLOCK = 256, 4096
 
 
-def _launch(input, matrices, size, mode, padding_mode, align_corners, antialias, dtype, render=None, plan=None):
+def _launch(input, matrices, size, mode, padding_mode, align_corners, antialias, dtype, render=None, plan=None,
+            memory_format=torch.contiguous_format):
     """The host's share, then the one launch: warp.sampling_plan's pixel maps and taps laid out for the
     kernel (maps (N, 9) in the coordinates' dtype, int32 taps (N, 2), on the input's device), the output
     (N, C, height, width) in `dtype`, and the grid.
@@ -229,6 +236,7 @@ def _launch(input, matrices, size, mode, padding_mode, align_corners, antialias,
     taps = taps.to(dtype=torch.int32).contiguous()
     n, channels, height, width = input.shape
     out = torch.empty(n, channels, *output_size, dtype=dtype, device=input.device)
+    out = out.contiguous(memory_format=memory_format)
     if out.numel() == 0:
         return out
     out_pixels = output_size[0] * output_size[1]
@@ -243,6 +251,7 @@ def _launch(input, matrices, size, mode, padding_mode, align_corners, antialias,
     _warp_kernel[(triton.cdiv(out_pixels, options['BLOCK']), n)](
         input, maps, taps, out, *(unused if t is None else t for t in (shift, factor, mean, std)),
         255.0 if input.dtype == torch.uint8 else 1.0, channels, height, width, *output_size, *input.stride(),
+        out.stride(0), out.stride(1), out.stride(3),
         MODE=mode, PADDING=padding_mode, ALIGN_CORNERS=bool(align_corners), RENDER=render is not None,
         LIGHTING=shift is not None, NORMALISE=mean is not None, **options)
     return out
@@ -263,7 +272,8 @@ def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', alig
 
 
 def render(input, matrices, size, mode='bilinear', padding_mode='reflection', align_corners=True, shift=None,
-           factor=None, mean=None, std=None, dtype=torch.float32, antialias=True, plan=None):
+           factor=None, mean=None, std=None, dtype=torch.float32, antialias=True, plan=None,
+           memory_format=torch.contiguous_format):
     """The augmented batch in one kernel: warp, then per image the lighting change, then per channel the
     normalisation, each output value computed in registers and written once.
 
@@ -278,6 +288,8 @@ def render(input, matrices, size, mode='bilinear', padding_mode='reflection', al
         mean, std: per-channel sequences or tensors, or None for no normalisation.
         dtype: of the result: torch.float32, torch.float16 or torch.bfloat16.
         plan: (pixel_maps, taps) on the input's device, made beforehand (see _launch).
+        memory_format: of the result: torch.contiguous_format (channels first) or torch.channels_last, the
+            layout a model in channels-last memory reads fastest; written so directly, not converted after.
     Tensors not yet on the input's device (shift, factor, mean, std) are sent there in one copy that does
     not wait (warp.to_device).
     Returns:
@@ -298,5 +310,7 @@ def render(input, matrices, size, mode='bilinear', padding_mode='reflection', al
         return values.contiguous()
 
     adjustment = W.to_device(input.device, per(shift, n), per(factor, n), per(mean, channels), per(std, channels))
+    if memory_format not in (torch.contiguous_format, torch.channels_last):
+        raise ValueError(f"memory_format={memory_format} is not torch.contiguous_format or torch.channels_last")
     return _launch(input, matrices, size, mode, padding_mode, align_corners, antialias, dtype, render=adjustment,
-                   plan=plan)
+                   plan=plan, memory_format=memory_format)

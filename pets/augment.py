@@ -24,7 +24,13 @@ from pets.rng import generator_from
 
 
 class AugTransform:
-    """The batch transform aug_transforms returns; call it as tfm(x, train=True|False)."""
+    """The batch transform aug_transforms returns; call it as tfm(x, train=True|False).
+
+    for_model(mean, std, dtype, memory_format) makes its output what a model reads: normalised, (x - mean)
+    / std per channel, in a dtype and a memory layout, in the same pass (on a GPU, in the one Triton kernel:
+    each value written once). cnn_learner asks it to, as fastai's adds Normalize to the loaders; decode(x)
+    gives the images back in [0, 1], to show them.
+    """
 
     def __init__(self, size=None, min_scale=1.0, do_flip=True, flip_vert=False, max_rotate=10.0, min_zoom=1.0,
                  max_zoom=1.1, max_lighting=0.2, max_warp=0.2, p_affine=0.75, p_lighting=0.75, mode='bilinear',
@@ -38,6 +44,24 @@ class AugTransform:
         self.generator = generator_from(seed)
         self.fused = fused
         self.last_matrices = None
+        self.mean = self.std = self.dtype = None
+        self.memory_format = torch.contiguous_format
+
+    def for_model(self, mean=None, std=None, dtype=None, memory_format=None):
+        """From now on the output is normalised with mean and std (None: not normalised), in dtype (None:
+        float32 for uint8 images) and memory_format (None: as it was). Returns self."""
+        self.mean, self.std = (None, None) if mean is None else (tuple(mean), tuple(std))
+        self.dtype = dtype
+        self.memory_format = memory_format or self.memory_format
+        return self
+
+    def decode(self, x):
+        """A batch this transform made, as images in [0, 1] (float32, channels first): the normalisation undone."""
+        x = x.float()
+        if self.mean is not None:
+            x = x * torch.tensor(self.std, device=x.device).view(1, -1, 1, 1) + \
+                torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        return x.contiguous()
 
     def __repr__(self):
         return (f"aug_transforms(size={self.size}, min_scale={self.min_scale}, crop_ratio={self.crop_ratio}, "
@@ -45,14 +69,16 @@ class AugTransform:
                 f"max_zoom={self.max_zoom}, max_warp={self.max_warp}, max_lighting={self.max_lighting})")
 
     def __call__(self, x, train=True):
-        """uint8 (or float in [0, 1]) images (N, 3, H, W) -> float32 (N, 3, size, size) in [0, 1]."""
+        """uint8 (or float in [0, 1]) images (N, 3, H, W) -> float32 (N, 3, size, size) in [0, 1] (or, after
+        for_model, normalised, in its dtype and memory format)."""
         n, _, height, width = x.shape
         size = self.size or (height, width)
         matrices = self.draw_matrices(n, aspect=width / height) if train else torch.eye(3).repeat(n, 1, 1)
         self.last_matrices = matrices
         shift, factor = self.draw_lighting(n) if train and self.max_lighting > 0 else (None, None)
         return render(x, matrices, size, self.mode, self.pad_mode, self.align_corners, shift, factor,
-                      backend=choose_backend(x.device, self.fused))
+                      backend=choose_backend(x.device, self.fused), mean=self.mean, std=self.std, dtype=self.dtype,
+                      memory_format=self.memory_format)
 
     def _uniform(self, n, low, high):
         values = torch.empty(1 if self.batch else n, dtype=torch.float64).uniform_(low, high, generator=self.generator)
@@ -161,9 +187,11 @@ def choose_backend(device, fused=None, triton_available=None):
     return 'compiled' if fused else 'eager'
 
 
-def render(x, matrices, size, mode, padding_mode, align_corners, shift=None, factor=None, backend='eager'):
+def render(x, matrices, size, mode, padding_mode, align_corners, shift=None, factor=None, backend='eager',
+           mean=None, std=None, dtype=None, memory_format=torch.contiguous_format):
     """The augmented batch: one warp through `matrices`, then uint8 -> [0, 1] and the lighting change
-    (see adjust); float32 for uint8 input.
+    (see adjust), then with mean and std (per-channel sequences) the normalisation (x - mean) / std; in
+    dtype (None: float32 for uint8 input, else the input's) and memory_format.
 
     The per-image work before the pixels (minigrad.warp.sampling_plan: each image's pixel map and taps) is
     done on the host, where the matrices were drawn; the maps and the lighting then reach x's device in one
@@ -178,17 +206,21 @@ def render(x, matrices, size, mode, padding_mode, align_corners, shift=None, fac
         raise ValueError(f"backend={backend!r} is not 'eager', 'compiled' or 'triton'")
     size = (size, size) if isinstance(size, int) else tuple(size)
     pixel_maps, taps = W.sampling_plan(x, matrices.cpu(), size, mode, padding_mode, align_corners, antialias=True)
+    mean, std = (None, None) if mean is None else (torch.tensor(mean), torch.tensor(std))
     if backend == 'triton':
         from minigrad import warp_triton  # imports triton: only where it is used
-        pixel_maps, taps, shift, factor = W.to_device(x.device, pixel_maps, taps, shift, factor)
-        return warp_triton.render(x, None, size, mode, padding_mode, align_corners, shift, factor,
-                                  plan=(pixel_maps, taps))
+        pixel_maps, taps, shift, factor, mean, std = W.to_device(x.device, pixel_maps, taps, shift, factor, mean, std)
+        return warp_triton.render(x, None, size, mode, padding_mode, align_corners, shift, factor, mean, std,
+                                  dtype=dtype or torch.float32, plan=(pixel_maps, taps), memory_format=memory_format)
     compiled = backend == 'compiled'
-    pixel_maps, shift, factor = W.to_device(x.device, pixel_maps, shift, factor)
+    pixel_maps, shift, factor, mean, std = W.to_device(x.device, pixel_maps, shift, factor, mean, std)
     out = W.warp(x, None, size, mode=mode, padding_mode=padding_mode, align_corners=align_corners,
                  compiled=compiled, plan=(pixel_maps, taps))
     value_range = 255 if x.dtype == torch.uint8 else 1
-    return (compiled_adjust() if compiled else adjust)(out, value_range, shift, factor)
+    out = (compiled_adjust() if compiled else adjust)(out, value_range, shift, factor)
+    if mean is not None:  # in place, as adjust: the same arithmetic as a separate (x - mean) / std
+        out = out.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    return (out if dtype is None else out.to(dtype)).contiguous(memory_format=memory_format)
 
 
 def adjust(x, value_range, shift=None, factor=None):

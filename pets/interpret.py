@@ -76,7 +76,8 @@ class ClassificationInterpretation:
         names fit)."""
         losses, rows = self.top_losses(k)
         items = [self.items[i] for i in rows.tolist()]
-        images = self.learn.dls.test_dl(items, bs=len(items)).one_batch()
+        test = self.learn.dls.test_dl(items, bs=len(items))
+        images = test.decode(test.one_batch())
         titles = [f"{self.vocab[int(self.predictions[i])]} /\n{self.vocab[int(self.targets[i])]}\n"
                   f"{float(loss):.2f} / {float(self.probabilities[i].max()):.2f}"
                   for loss, i in zip(losses, rows.tolist())]
@@ -94,5 +95,6 @@ def show_results(learn, ds_idx=1, dl=None, max_n=9, nrows=None, ncols=3, figsize
     vocab = learn.dls.vocab
     titles = [f"{vocab[t]}\n{vocab[p]}" for t, p in zip(targets, predicted)]
     colors = ['green' if t == p else 'red' for t, p in zip(targets, predicted)]
-    return show_images(test.one_batch(), titles, nrows=nrows, ncols=min(ncols, len(targets)), figsize=figsize,
+    images = test.decode(test.one_batch())
+    return show_images(images, titles, nrows=nrows, ncols=min(ncols, len(targets)), figsize=figsize,
                        colors=colors, fontsize=9)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from minigrad.functional import cross_entropy
 from minigrad.optim import Adam, Optimizer
 from minigrad.schedule import discriminative_lrs, one_cycle
+from pets.augment import AugTransform
 from pets.checkpoint import CancelFit, SaveCheckpoint, TrainingProgress
 from pets.data.loader import default_device
 from pets.data.normalize import Normalize
@@ -381,6 +382,11 @@ class Learner:
         self.remove_cb(MixedPrecision)
         if precision != 'fp32':
             self.add_cb(MixedPrecision(DTYPES[precision]))
+        augment = loader_augmentation(self.dls)
+        if augment is not None and augment.mean is not None and self.dls.device.type == 'cuda':
+            # On a GPU the augmentation's kernel writes the batch in the precision the network computes in,
+            # half the bytes (autocast would cast it so at the first layer anyway); float32 elsewhere.
+            augment.for_model(augment.mean, augment.std, DTYPES.get(precision), augment.memory_format)
         return self
 
     @property
@@ -535,9 +541,19 @@ class Learner:
         """Saves the model, its input normalisation, vocabulary and transforms for load_learner (pets.export):
         a cnn_learner's by architecture and weights, any other model as a torch.export program. fastai's
         default name; a relative path is taken under learn.path, as fastai's."""
-        normalizer = loader_normalization(self.dls)
-        stats = self.stats or ((normalizer.mean, normalizer.std) if normalizer is not None else None)
-        return export(self, self.path / path, stats)
+        return export(self, self.path / path, self.input_normalization())
+
+    def input_normalization(self):
+        """(mean, std) the model's inputs are normalised with: by this learner, by a Normalize of its loaders,
+        or in their augmentation's pass; None if they are not."""
+        normalizer, augment = loader_normalization(self.dls), loader_augmentation(self.dls)
+        if self.stats is not None:
+            return self.stats
+        if normalizer is not None:
+            return normalizer.mean, normalizer.std
+        if augment is not None and augment.mean is not None:
+            return augment.mean, augment.std
+        return None
 
     def model_file(self, file):
         """Where save and load put `file`: self.path / self.model_dir / f'{file}.pth' (fastai's rule; an
@@ -600,7 +616,15 @@ def cnn_learner(dls, arch, metrics=None, pretrained=True, loss_func=None, opt_fu
     Normalize), as fastai's cnn_learner adds its Normalize only where there is none."""
     model = create_cnn_model(arch, dls.c, pretrained=pretrained)
     config = arch_config(arch)
-    stats = (None, None) if loader_normalization(dls) else (config.mean, config.std)
+    augment = loader_augmentation(dls)
+    if loader_normalization(dls) is not None:
+        stats = (None, None)  # the user's Normalize does it
+    elif augment is not None:
+        # The augmentation's one pass normalises too, writing channels-last batches (the model's layout).
+        augment.for_model(config.mean, config.std, memory_format=torch.channels_last)
+        stats = (None, None)
+    else:
+        stats = (config.mean, config.std)
     learn = Learner(dls, model, loss_func=loss_func, opt_func=opt_func, lr=lr, splitter=partial(layer_groups, arch=arch),
                     cbs=cbs, metrics=metrics, path=path, model_dir=model_dir, wd=wd, mean=stats[0], std=stats[1],
                     progress=progress)
@@ -614,6 +638,13 @@ def cnn_learner(dls, arch, metrics=None, pretrained=True, loss_func=None, opt_fu
 def loader_normalization(dls):
     """The Normalize among the loaders' batch transforms, or None."""
     return next((t for t in getattr(dls.train, 'batch_tfms', ()) if isinstance(t, Normalize)), None)
+
+
+def loader_augmentation(dls):
+    """The loaders' augmentation (an AugTransform) when it is their last batch transform (so that its output
+    is what the model reads), else None."""
+    tfms = getattr(dls.train, 'batch_tfms', ())
+    return tfms[-1] if tfms and isinstance(tfms[-1], AugTransform) else None
 
 
 vision_learner = cnn_learner  # fastai's newer name for the same thing

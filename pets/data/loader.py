@@ -312,6 +312,14 @@ class DataLoader:
             x = tfm(x, train=self.dataset.train)
         return x.float().div_(255) if x.dtype == torch.uint8 else x
 
+    def decode(self, x):
+        """A batch of this loader as images in [0, 1] to show: each batch transform that can undo what it
+        did (a normalisation) undoes it, the last first."""
+        for tfm in reversed(self.batch_tfms):
+            if hasattr(tfm, 'decode'):
+                x = tfm.decode(x)
+        return x
+
     def _report(self, failures):
         for failure in failures:
             if failure.path not in self.skipped:

@@ -3,9 +3,10 @@
     dls = block.dataloaders(path, batch_tfms=[*aug_transforms(size=224), Normalize.from_stats(*imagenet_stats)])
 
 A pretrained network expects its inputs as its training data were: ImageNet's images shifted and scaled to
-zero mean and unit variance per channel. fastai adds this transform to the loaders in cnn_learner, unless
-they already have one; pets's cnn_learner normalises inside the Learner (learn.normalize) instead, with the
-architecture's statistics, and also only when the loaders do not already normalise.
+zero mean and unit variance per channel. fastai's cnn_learner adds this transform to the loaders, unless
+they already have one; pets's has the loaders' augmentation normalise in its one pass instead
+(AugTransform.for_model: on a GPU each value is written once, normalised), or, without an augmentation,
+normalises in the Learner (learn.normalize); also only when the loaders do not already Normalize.
 """
 import torch
 

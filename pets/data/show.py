@@ -46,6 +46,7 @@ def show_batch(loader, nrows=3, ncols=3, figsize=None):
     """The first nrows x ncols images of a batch of `loader`, titled with their labels."""
     batch = loader.one_batch()
     x, y = batch if isinstance(batch, tuple) else (batch, None)
+    x = loader.decode(x) if hasattr(loader, 'decode') else x
     n = min(len(x), nrows * ncols)
     titles = None if y is None else [loader.vocab[int(i)] for i in y[:n]]
     return show_images(x[:n], titles, nrows=math.ceil(n / ncols), ncols=ncols, figsize=figsize)

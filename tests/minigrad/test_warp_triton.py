@@ -178,6 +178,10 @@ def test_render_is_warp_then_lighting_then_normalisation(problem):
     assert got.dtype == dtype and got.shape == v.shape
     tolerance = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
     torch.testing.assert_close(got.float(), v, atol=tolerance * (1 + v.abs().max().item()), rtol=0)
+    # Channels last, as a channels-last model reads it: the same values, laid out (N, H, W, C) in memory.
+    last = T.render(x.to(DEVICE), matrices.to(DEVICE), size, shift=shift, factor=factor, mean=mean, std=std,
+                    dtype=dtype, memory_format=torch.channels_last).cpu()
+    assert last.is_contiguous(memory_format=torch.channels_last) and torch.equal(last, got)
 
 
 def test_empty_batches_and_bad_arguments():
@@ -197,6 +201,8 @@ def test_empty_batches_and_bad_arguments():
         T.render(one, torch.eye(3, device=DEVICE)[None], 4, shift=torch.zeros(1))
     with pytest.raises(ValueError, match='expected 3 values'):
         T.render(one, torch.eye(3, device=DEVICE)[None], 4, mean=[0.5], std=[0.5])
+    with pytest.raises(ValueError, match='memory_format=torch.preserve_format'):
+        T.render(one, torch.eye(3, device=DEVICE)[None], 4, memory_format=torch.preserve_format)
 
 
 def grid_sample_reference(x, theta, size, mode, align_corners):

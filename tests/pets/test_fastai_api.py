@@ -108,18 +108,43 @@ def test_a_float16_scaler_per_fit_and_lr_finds_own(dls):
 
 
 def test_normalising_happens_once(pet_folder):
-    """cnn_learner normalises with the architecture's statistics, unless the loaders already Normalize (as
-    fastai's adds its Normalize only where there is none): the model sees the same inputs either way."""
-    plain = small_dls(pet_folder)
-    learn = cnn_learner(plain, 'resnet18', pretrained=False, progress=False)
-    assert learn.stats == imagenet_stats
-    normalised = small_dls(pet_folder)
-    normalised.train.batch_tfms.append(Normalize.from_stats(*imagenet_stats))
-    other = cnn_learner(normalised, 'resnet18', pretrained=False, progress=False)
-    assert other.stats is None and other.mean is None
-    x, _ = plain.valid.one_batch()
-    torch.testing.assert_close(other.normalize(Normalize.from_stats(*imagenet_stats)(x)), learn.normalize(x))
-    assert Learner(plain, nn.Linear(2, 2), progress=False).mean is None  # a plain Learner, as fastai's: none
+    """cnn_learner normalises with the architecture's statistics once, as fastai's adds its Normalize only
+    where there is none: in the augmentation's one pass when the loaders end with one, by the loaders' own
+    Normalize when they have it, else in the Learner. The model sees the same inputs every way."""
+    from pets.augment import AugTransform
+    from pets.data.block import DataBlock
+    from pets.data.images import Resize
+    from pets.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in imagenet_stats)
+
+    def loaders(batch_tfms):
+        block = DataBlock(get_items=get_image_files, splitter=RandomSplitter(valid_pct=0.25, seed=0),
+                          get_y=using_attr(RegexLabeller(r'(.+)_\d+.jpg$'), 'name'), item_tfms=Resize(32),
+                          batch_tfms=batch_tfms)
+        return block.dataloaders(pet_folder, bs=6, num_workers=0, device='cpu', seed=0)
+
+    def model_input(learn):
+        x, _ = learn.dls.valid.one_batch()
+        return learn.normalize(x)
+
+    plain = cnn_learner(loaders([]), 'resnet18', pretrained=False, progress=False)
+    assert plain.stats == imagenet_stats  # no augmentation: the Learner normalises
+    expected = model_input(plain)
+    augmented = cnn_learner(loaders([AugTransform(size=32)]), 'resnet18', pretrained=False, progress=False)
+    augment = augmented.dls.valid.batch_tfms[-1]
+    assert augmented.stats is None and augment.mean == imagenet_stats[0]  # the augmentation's pass does
+    torch.testing.assert_close(model_input(augmented), (AugTransform(size=32)(
+        next(iter(augmented.dls.valid.ordered(train=False)._loader))[0], train=False) - mean) / std)
+    theirs = cnn_learner(loaders([Normalize.from_stats(*imagenet_stats)]), 'resnet18', pretrained=False,
+                         progress=False)
+    assert theirs.stats is None and theirs.mean is None  # the loaders' own Normalize does
+    torch.testing.assert_close(model_input(theirs), expected)
+    for learn in (plain, augmented, theirs):
+        assert learn.input_normalization() == imagenet_stats  # what export records
+    x, _ = augmented.dls.valid.one_batch()
+    decoded = augmented.dls.valid.decode(x)  # for show_batch: the images in [0, 1] again
+    assert decoded.min() >= -1e-6 and decoded.max() <= 1 + 1e-6
+    assert Learner(loaders([]), nn.Linear(2, 2), progress=False).mean is None  # a plain Learner, as fastai's
 
 
 def test_export_any_model_as_a_checked_program(dls, tmp_path):

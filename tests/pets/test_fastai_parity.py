@@ -79,8 +79,8 @@ def learners(tmp_path):
     """(fastai's Learner, pets's) over one model's two copies and the same batches, both unnormalised."""
     train, valid = tensor_data()
     model = tiny_model()
-    fastai_dls = FastaiDataLoaders(FastaiDataLoader(list(zip(*train)), bs=BS), FastaiDataLoader(list(zip(*valid)), bs=BS),
-                                   device='cpu')
+    fastai_dls = FastaiDataLoaders(FastaiDataLoader(list(zip(*train)), bs=BS),
+                                   FastaiDataLoader(list(zip(*valid)), bs=BS), device='cpu')
     theirs = FastaiLearner(fastai_dls, copy.deepcopy(model), loss_func=CrossEntropyLossFlat(), splitter=split_three,
                            path=tmp_path, cbs=RecordHypers())
     ours = Learner(TensorLoaders(train, valid), model, loss_func=cross_entropy, splitter=split_three, progress=False)
@@ -278,7 +278,8 @@ def test_augmentation_coordinate_map_equals_fastais():
                 'zoom_centre': tensor([centre_x, centre_y]).T, 'warp_x': tensor(warp_x), 'warp_y': tensor(warp_y),
                 'crop_width': tensor([(width - 1) / (size_in - 1)] * n),
                 'crop_height': tensor([(height - 1) / (size_in - 1)] * n),
-                'crop_centre': tensor([[-1 + (left + (width - 1) / 2) * pixel, -1 + (top + (height - 1) / 2) * pixel]] * n)}
+                'crop_centre': tensor([[-1 + (left + (width - 1) / 2) * pixel,
+                                        -1 + (top + (height - 1) / 2) * pixel]] * n)}
     our_map = H.transform_grid(AugTransform(size=size_out).matrices(geometry, n).double(), size_out, size_out, True)
     inside = (our_map.abs() < 0.9).all(-1)  # away from the reflected border, where the two passes differ
     assert inside.double().mean() > 0.9
