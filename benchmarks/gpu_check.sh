@@ -6,8 +6,10 @@
 #      (with and without --sync-bn) where there are 2 GPUs, and minigrad against torch's OpInfo samples and
 #      optimizer settings on CUDA (capturable Adam among them);
 #   2. the GPU augmentation benchmark (batches of 64 and 256);
-#   3. where an epoch of the main job goes on the GPU (bench_epoch.py), and a main job, timed, its model and
-#      plots checked, its model predicting the sample.
+#   3. where an epoch of the main job goes on the GPU (bench_epoch.py); whether the input pipeline keeps the
+#      GPU busy (bench_gpu_pipeline.py: each step's wait for data against its GPU time, the busy share);
+#   4. a main job, timed, its model and plots checked, its model predicting the sample; and a short
+#      --deterministic run on CUDA (cuBLAS's workspace setting, deterministic kernels), twice, the same.
 # Usage, from a fresh checkout:  pip install -e ".[dev]" && bash benchmarks/gpu_check.sh
 # Exits non-zero if any step failed; every step runs either way.
 set -uo pipefail
@@ -26,12 +28,24 @@ step "GPU tests" python -m pytest -q -rs tests/minigrad/test_warp_triton.py test
 step "torch's test inputs on CUDA" python -m pytest -q -rs tests/minigrad/test_torch_suites.py -k cuda
 step "augmentation benchmark" python benchmarks/bench_augment.py --device cuda
 step "epoch profile" python benchmarks/bench_epoch.py -- --device cuda
+step "input pipeline: data wait against GPU time" python benchmarks/bench_gpu_pipeline.py
 out=$(mktemp -d)
 step "main job on the GPU" bash -c "time python -m pets.run --device cuda --out '$out'"
 # The run ends with the model and every plot written (a device tensor reaching .numpy() once lost them all).
 step "main job's outputs" bash -c "cd '$out' && ls -l model.pth history.csv history.md loss.png schedule.png \
     confusion_matrix.png top_losses.png batch.png"
 step "the exported model predicts" python -m pets.predict "$out/model.pth" pets/data/sample/oxford-pets-sample/images
+# --deterministic on CUDA: it must run (torch raises for any nondeterministic kernel it meets) and repeat.
+deterministic_twice() {
+    local a b
+    a=$(python -m pets.run --device cuda --deterministic --freeze-epochs 1 --epochs 1 --out "$out/d1" \
+        | awk '/^[0-9]+ +[0-9.]+ +[0-9.]+/ {print $1, $2, $3, $4}') || return 1
+    b=$(python -m pets.run --device cuda --deterministic --freeze-epochs 1 --epochs 1 --out "$out/d2" \
+        | awk '/^[0-9]+ +[0-9.]+ +[0-9.]+/ {print $1, $2, $3, $4}') || return 1
+    echo "$a"
+    [ -n "$a" ] && [ "$a" = "$b" ]
+}
+step "--deterministic on CUDA, twice, the same table" deterministic_twice
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then

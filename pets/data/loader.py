@@ -260,13 +260,48 @@ class DataLoader:
 
     def with_positions(self):
         """(positions, batch) for each batch: positions (on the CPU) are the dataset indices of the batch's
-        rows, so that a prediction is matched to its item even where an unreadable file left a row out."""
-        for images, labels, positions, failures in self._loader:
-            self._report(failures)
-            if images is None:
-                continue
-            x = self.after_collate(images)
-            yield positions, (x if labels is None else (x, self.to_device(labels)))
+        rows, so that a prediction is matched to its item even where an unreadable file left a row out.
+
+        For a GPU the batches are sent one ahead: batch k + 1's copy is queued (on a stream of its own, on
+        CUDA) before batch k is handed over, so that it travels while batch k's step computes."""
+        batches = ((positions, images, labels) for images, labels, positions, failures in self._loader
+                   if not self._report(failures) and images is not None)
+        if self.device.type == 'cpu':
+            for positions, images, labels in batches:
+                yield positions, self._finish(images, labels)
+            return
+        ahead = None
+        for positions, images, labels in batches:
+            sent = (positions, *self._send(images, labels))
+            if ahead is not None:
+                yield ahead[0], self._finish(*ahead[1:])
+            ahead = sent
+        if ahead is not None:
+            yield ahead[0], self._finish(*ahead[1:])
+
+    def _send(self, images, labels):
+        """Queues the copies of a batch to the device (from pinned memory, non_blocking; on CUDA on the
+        loader's copy stream); returns (images, labels, event), event None where nothing need be waited for."""
+        if self.device.type != 'cuda':
+            return self.to_device(images), labels if labels is None else self.to_device(labels), None
+        if getattr(self, '_copy_stream', None) is None:
+            self._copy_stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._copy_stream):
+            images = self.to_device(images)
+            labels = labels if labels is None else self.to_device(labels)
+        return images, labels, self._copy_stream.record_event()
+
+    def _finish(self, images, labels, event=None):
+        """The batch as handed over: the compute stream waits (on the device) for its copy, then the batch
+        transforms run."""
+        if event is not None:
+            stream = torch.cuda.current_stream(self.device)
+            stream.wait_event(event)
+            for tensor in (images, labels):
+                if tensor is not None:
+                    tensor.record_stream(stream)  # its memory is not reused until the compute stream is done
+        x = self.after_collate(images)
+        return x if labels is None else (x, self.to_device(labels))
 
     def ordered(self, train=None, seed=None, item_tfms=None, batch_tfms=None):
         """A loader of the same items in order with every batch kept, for predictions. train: which
@@ -301,7 +336,7 @@ class DataLoader:
         """tensor on the loader's device by a copy that does not make the host wait: from pinned host memory
         (torch's loader pins CUDA batches, in a thread of its own when there are workers), non_blocking.
         A copy from ordinary memory, or a blocking one, waits until the device has finished all it was given."""
-        if self.device.type == 'cpu':
+        if self.device.type == 'cpu' or tensor.device == self.device:
             return tensor
         return pinned(tensor).to(self.device, non_blocking=True)
 
@@ -321,6 +356,7 @@ class DataLoader:
         return x
 
     def _report(self, failures):
+        """Warns of each unreadable file once (and records it in skipped)."""
         for failure in failures:
             if failure.path not in self.skipped:
                 self.skipped[failure.path] = failure.reason
