@@ -206,7 +206,8 @@ class _CrossEntropy(torch.autograd.Function):
     target_distribution: one-hot at t_i, weighted, smoothed, or given as probabilities):
         CE_i = -sum_c q_ic log p_ic,
         d CE_i / d x_{i,k} = sum_c q_ic (p_k - [c == k]) = p_k sum_c q_ic - q_ik,
-    and, where the target is a probability tensor, d CE_i / d target_ic = -(1 - eps) w_c log p_ic.
+    and, where the target is a probability tensor, d CE_i / d target_ic = -(1 - eps) w_c log p_ic and, for
+    learnt class weights, d CE_i / d w_c = -((1 - eps) target_ic + eps / C) log p_ic.
     """
 
     @staticmethod
@@ -259,12 +260,18 @@ class _CrossEntropy(torch.autograd.Function):
         if q.index is not None:
             grad_x.scatter_add_(class_dim, q.index, (-g * q.at_target).expand(q.index.shape))
 
-        grad_target = None
-        if ctx.needs_input_grad[1]:  # probability targets: -(1 - eps) w_c log p_c
+        grad_target = grad_weight = None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:  # probability targets only (see cross_entropy)
             log_p = (x - m) - sum_e.log()
-            w_c = 1.0 if weight is None else _class_view(weight.to(dtype), x.dim(), class_dim)
-            grad_target = (-(1 - eps) * g * w_c * log_p).to(target.dtype)
-        return grad_x.to(logits.dtype), grad_target, None, None, None, None
+            if ctx.needs_input_grad[1]:  # d CE_i / d target_ic = -(1 - eps) w_c log p_ic
+                w_c = 1.0 if weight is None else _class_view(weight.to(dtype), x.dim(), class_dim)
+                grad_target = (-(1 - eps) * g * w_c * log_p).to(target.dtype)
+            if ctx.needs_input_grad[2]:  # d CE_i / d w_c = -((1 - eps) target_ic + eps / C) log p_ic
+                n_classes = x.shape[class_dim]
+                per_sample = -g * ((1 - eps) * target.to(dtype) + eps / n_classes) * log_p
+                other_dims = [d for d in range(x.dim()) if d != class_dim]
+                grad_weight = (per_sample.sum(other_dims) if other_dims else per_sample).to(weight.dtype)
+        return grad_x.to(logits.dtype), grad_target, grad_weight, None, None, None
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction='mean', label_smoothing=0.0):
@@ -287,6 +294,10 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction='mean
     """
     input = _autocast_float32(input)
     check_class_targets(input, target, weight, ignore_index, reduction, label_smoothing, probabilities=True)
+    if weight is not None and weight.requires_grad and not target.is_floating_point():
+        # 'mean' divides by sum_i w_{t_i}, which torch does not differentiate for class indices either.
+        raise RuntimeError("cross_entropy: with class-index targets the class weights cannot be learnt "
+                           "(weight.requires_grad is True), as in torch; detach them, or give class probabilities")
     return _CrossEntropy.apply(input, target, weight, ignore_index, reduction, float(label_smoothing))
 
 

@@ -178,6 +178,19 @@ class Optimizer:
         raise NotImplementedError
 
 
+def _capturable_adam_step(p, m, v, t, lr, beta1, beta2, eps):
+    """Adam's last line, p <- p - lr m^ / (sqrt(v^) + eps), with the step count t a tensor on p's device.
+
+    lr / (1 - beta1^t) and sqrt(1 - beta2^t) then stay tensors, and addcdiv's `value` must be a number, so
+    both are folded into the denominator, in the order of torch's capturable kernel (so that the rounding is
+    torch's): with s = -lr / (1 - beta1^t),
+        p <- p + m / ((sqrt(v) / (sqrt(1 - beta2^t) s)) + eps / s),
+    the same as p - lr / (1 - beta1^t) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)."""
+    step_size_neg = -(lr / (1 - beta1 ** t))
+    denominator = (v.sqrt() / ((1 - beta2 ** t).sqrt() * step_size_neg)).add_(eps / step_size_neg)
+    p.addcdiv_(m, denominator)
+
+
 def _max_buffer(state, p):
     """AMSGrad's running maximum of v, made once (zeros) where a state has none yet (a state saved before
     amsgrad was turned on). Not state.setdefault(..., zeros_like(p)): that makes the zeros every step."""
@@ -285,8 +298,10 @@ class Adam(Optimizer):
     decoupled_weight_decay=True (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization";
     torch.optim.AdamW, fastai's default) shrinks the weights directly before the step, p <- p (1 - lr wd);
     False adds wd * p to g (L2 regularisation, torch.optim.Adam's default), which Adam then rescales like
-    any gradient. amsgrad=True (Reddi et al. 2018, "On the Convergence of Adam and Beyond") divides by the
-    largest v^ seen so far, v_max,t = max(v_max,t-1, v_t), so that a coordinate's step never grows because
+    any gradient. amsgrad=True (Reddi et al. 2018, "On the Convergence of Adam and Beyond") keeps the
+    largest raw v seen so far, v_max,t = max(v_max,t-1, v_t), and divides by it bias-corrected with the
+    current step's correction, sqrt(v_max,t / (1 - beta2^t)), as torch does (not by the largest v^ seen: the
+    correction of an earlier step may have been larger), so that a coordinate's step does not grow because
     its gradients shrank. maximize=True climbs: g is -grad.
 
     fastai's defaults differ from torch's: beta2 = 0.99 (not 0.999) and eps = 1e-5 (not 1e-8), which
@@ -310,7 +325,7 @@ class Adam(Optimizer):
         betas: (beta1, beta2), the decays of the two running means (floats, or with lr, 1-element tensors).
         eps: added to the denominator so that a zero gradient scale does not divide by zero.
         weight_decay: wd.
-        amsgrad: divide by the running maximum of v^.
+        amsgrad: divide by the running maximum of the raw v, bias-corrected with the current step's correction.
         foreach: all of a group's parameters per operation (True) or one parameter at a time (False).
         maximize: step up the gradient instead of down.
         capturable: keep the step count on the device (GPUs; torch allows it on no CPU).
@@ -443,12 +458,7 @@ class Adam(Optimizer):
             torch.maximum(v_max, v, out=v_max)
             v = v_max
         if group['capturable']:
-            # The same step with t on the device: lr / (1 - beta1^t) and sqrt(1 - beta2^t) stay tensors, and
-            # are folded into the denominator (addcdiv's value must be a number), in torch's order.
-            step_size_neg = -(lr / (1 - beta1 ** t))
-            denominator = (v.sqrt() / ((1 - beta2 ** t).sqrt() * step_size_neg)).add_(group['eps'] / step_size_neg)
-            p.addcdiv_(m, denominator)
-            return
-        # The order torch uses: lr/(1-beta1^t) * m / (sqrt(v)/sqrt(1-beta2^t) + eps), the same as above.
-        denominator = (v.sqrt() / (1 - beta2 ** t) ** 0.5).add_(group['eps'])
-        p.addcdiv_(m, denominator, value=-lr / (1 - beta1 ** t))
+            return _capturable_adam_step(p, m, v, t, lr, beta1, beta2, group['eps'])
+        # p <- p - lr m^ / (sqrt(v^) + eps), with m^ = m / (1 - beta1^t) and v^ = v / (1 - beta2^t):
+        denominator = (v.sqrt() / (1 - beta2 ** t) ** 0.5).add_(group['eps'])  # sqrt(v^) + eps
+        p.addcdiv_(m, denominator, value=-lr / (1 - beta1 ** t))                # the lr / (1 - beta1^t) of m^

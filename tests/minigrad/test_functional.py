@@ -383,3 +383,26 @@ def test_autocast_policy_is_torchs(name, dtype, device):
         result = ours(*args)
     assert result.dtype == expected.dtype
     torch.testing.assert_close(result.float(), expected.float(), rtol=2e-2, atol=2e-2)
+
+
+@given(problem=classification_problems(probabilities=True), label_smoothing=st.sampled_from([0.0, 0.1, 1.0]))
+def test_learnt_class_weights_get_torchs_gradient_or_its_refusal(problem, label_smoothing):
+    """A class weight that requires grad: with probability targets d CE / d w_c = -sum_i ((1 - eps)
+    target_ic + eps / C) log p_ic (times the upstream gradient), as torch; with class indices torch refuses,
+    and so does minigrad."""
+    x, target, options = problem
+    weight = options.pop('weight')
+    if weight is None:
+        weight = torch.rand(x.shape[0 if x.dim() == 1 else 1], dtype=torch.float64) + 0.1
+    if not target.is_floating_point():
+        with pytest.raises(RuntimeError, match='class weights cannot be learnt'):
+            M.cross_entropy(x, target, weight=weight.requires_grad_(), label_smoothing=label_smoothing, **options)
+        return
+    grads = []
+    for fn in (M.cross_entropy, F.cross_entropy):
+        w = weight.clone().requires_grad_()
+        loss = fn(x, target, weight=w, label_smoothing=label_smoothing, **options)
+        grads.append(torch.autograd.grad(loss.sum(), w)[0])
+    torch.testing.assert_close(grads[0], grads[1])
+    assert torch.autograd.gradcheck(lambda w: M.cross_entropy(x, target, weight=w, label_smoothing=label_smoothing,
+                                                              **options), (weight.clone().requires_grad_(),))
