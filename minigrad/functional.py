@@ -202,6 +202,9 @@ class _CrossEntropy(torch.autograd.Function):
         d CE_i / d x_{i,k} = sum_c -[c == t_i] ([c == k] - p_k) = p_k - [k == t_i],
     softmax minus one-hot (divided by N for 'mean').
 
+    That case (class indices, no weights, no smoothing) runs as written: the forward pass is log_softmax at
+    t, negated (nll_loss), the backward pass _chapter_backward's softmax minus one-hot.
+
     The same derivation covers every option, written with the target distribution q_i (Part 2,
     target_distribution: one-hot at t_i, weighted, smoothed, or given as probabilities):
         CE_i = -sum_c q_ic log p_ic,
@@ -216,6 +219,14 @@ class _CrossEntropy(torch.autograd.Function):
         x = logits.to(dtype)
         m, e, sum_e = _log_sum_exp_parts(x, class_dim)
         log_sum = sum_e.log()
+        ctx.chapter = weight is None and eps == 0 and not target.is_floating_point()
+        if ctx.chapter:  # the chapter's case: nll_loss(log_softmax(x), t), one class per sample
+            index, counted = _chapter_targets(target, ignore_index, class_dim)
+            log_p_t = (x.gather(class_dim, index) - m) - log_sum  # log_softmax(x) at t
+            losses = torch.where(counted, -log_p_t.squeeze(class_dim), 0.0)  # nll_loss of it
+            ctx.save_for_backward(logits, target, weight, m, e, sum_e)
+            ctx.options = (ignore_index, reduction, eps, class_dim)
+            return _reduce(losses, counted.sum(), reduction).to(logits.dtype)
         q = target_distribution(target, weight, ignore_index, eps, class_dim, logits.shape[class_dim], dtype)
         # log p = (x - m) - log_sum, so -sum_c q_c log p_c = sum_c q_c (log_sum - (x_c - m)):
         if q.index is None:
@@ -236,6 +247,8 @@ class _CrossEntropy(torch.autograd.Function):
         ignore_index, reduction, eps, class_dim = ctx.options
         dtype = e.dtype
         x = logits.to(dtype)
+        if ctx.chapter:
+            return _chapter_backward(ctx, g, logits, target, x, e, sum_e), None, None, None, None, None
         q = ctx.target_distribution
         if torch.is_grad_enabled():
             # create_graph=True: autograd records this backward to differentiate it again. What the forward
@@ -272,6 +285,30 @@ class _CrossEntropy(torch.autograd.Function):
                 other_dims = [d for d in range(x.dim()) if d != class_dim]
                 grad_weight = (per_sample.sum(other_dims) if other_dims else per_sample).to(weight.dtype)
         return grad_x.to(logits.dtype), grad_target, grad_weight, None, None, None
+
+
+def _chapter_targets(target, ignore_index, class_dim):
+    """t as an index along the class dimension (size 1 there; ignored samples pointed at class 0), and
+    which samples count (t_i != ignore_index)."""
+    counted = target != ignore_index
+    return torch.where(counted, target.long(), 0).unsqueeze(class_dim), counted
+
+
+def _chapter_backward(ctx, g, logits, target, x, e, sum_e):
+    """The chapter's gradient, d CE / d x_i = g_i (softmax(x_i) - one_hot(t_i)), with softmax(x) = e / sum_e:
+    g e / sum_e, minus g at the target's class (g divided by the count for 'mean', 0 for ignored samples)."""
+    ignore_index, reduction, _, class_dim = ctx.options
+    if torch.is_grad_enabled():  # create_graph=True: recomputed from the inputs, so that it has a record
+        _, e, sum_e = _log_sum_exp_parts(x, class_dim)
+    index, counted = _chapter_targets(target, ignore_index, class_dim)
+    g = g.to(e.dtype)
+    if reduction == 'mean':
+        g = g / counted.sum()
+    g = torch.where(counted, g, 0.0)  # ignored samples get no gradient, even where 'mean' divided 0 by 0
+    g = g.unsqueeze(class_dim) if g.dim() > 0 else g
+    grad_x = e * (g / sum_e)                                        # g softmax(x)
+    grad_x.scatter_add_(class_dim, index, (-g).expand(index.shape))  # - g one_hot(t)
+    return grad_x.to(logits.dtype)
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction='mean', label_smoothing=0.0):

@@ -406,3 +406,26 @@ def test_learnt_class_weights_get_torchs_gradient_or_its_refusal(problem, label_
     torch.testing.assert_close(grads[0], grads[1])
     assert torch.autograd.gradcheck(lambda w: M.cross_entropy(x, target, weight=w, label_smoothing=label_smoothing,
                                                               **options), (weight.clone().requires_grad_(),))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize('reduction', M.REDUCTIONS)
+@pytest.mark.parametrize('shape', [(7,), (64, 37), (3, 7, 2, 2)])
+def test_the_chapters_path_computes_what_the_general_one_does_to_the_bit(dtype, reduction, shape):
+    """Class indices without weights or smoothing take the chapter's path (nll_loss of log_softmax forward,
+    softmax minus one-hot backward); with class weights of 1 the general target distribution computes the
+    same loss: values and gradients equal to the bit, ignored samples included."""
+    gen = torch.Generator().manual_seed(0)
+    x0 = (torch.randn(shape, generator=gen, dtype=torch.float64) * 4).to(dtype)
+    class_dim = 0 if len(shape) == 1 else 1
+    target = torch.randint(0, shape[class_dim], shape[:class_dim] + shape[class_dim + 1:], generator=gen)
+    if target.dim() > 0:
+        target[0] = -100  # ignored
+    results = []
+    for weight in (None, torch.ones(shape[class_dim], dtype=dtype)):
+        x = x0.clone().requires_grad_()
+        loss = M.cross_entropy(x, target, weight=weight, reduction=reduction)
+        loss.backward(torch.rand(loss.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype))
+        results.append((loss.detach(), x.grad))
+    for ours, general in zip(*results):
+        torch.testing.assert_close(ours, general, rtol=0, atol=0, equal_nan=True)
