@@ -224,9 +224,10 @@ class _CrossEntropy(torch.autograd.Function):
             index, counted = _chapter_targets(target, ignore_index, class_dim)
             log_p_t = (x.gather(class_dim, index) - m) - log_sum  # log_softmax(x) at t
             losses = torch.where(counted, -log_p_t.squeeze(class_dim), 0.0)  # nll_loss of it
+            count = counted.sum()
             ctx.save_for_backward(logits, target, weight, m, e, sum_e)
-            ctx.options = (ignore_index, reduction, eps, class_dim)
-            return _reduce(losses, counted.sum(), reduction).to(logits.dtype)
+            ctx.options, ctx.targets = (ignore_index, reduction, eps, class_dim), (index, counted, count)
+            return _reduce(losses, count, reduction).to(logits.dtype)
         q = target_distribution(target, weight, ignore_index, eps, class_dim, logits.shape[class_dim], dtype)
         # log p = (x - m) - log_sum, so -sum_c q_c log p_c = sum_c q_c (log_sum - (x_c - m)):
         if q.index is None:
@@ -298,12 +299,12 @@ def _chapter_backward(ctx, g, logits, target, x, e, sum_e):
     """The chapter's gradient, d CE / d x_i = g_i (softmax(x_i) - one_hot(t_i)), with softmax(x) = e / sum_e:
     g e / sum_e, minus g at the target's class (g divided by the count for 'mean', 0 for ignored samples)."""
     ignore_index, reduction, _, class_dim = ctx.options
+    index, counted, count = ctx.targets
     if torch.is_grad_enabled():  # create_graph=True: recomputed from the inputs, so that it has a record
         _, e, sum_e = _log_sum_exp_parts(x, class_dim)
-    index, counted = _chapter_targets(target, ignore_index, class_dim)
     g = g.to(e.dtype)
     if reduction == 'mean':
-        g = g / counted.sum()
+        g = g / count
     g = torch.where(counted, g, 0.0)  # ignored samples get no gradient, even where 'mean' divided 0 by 0
     g = g.unsqueeze(class_dim) if g.dim() > 0 else g
     grad_x = e * (g / sum_e)                                        # g softmax(x)
