@@ -264,8 +264,7 @@ class DataLoader:
 
         For a GPU the batches are sent one ahead: batch k + 1's copy is queued (on a stream of its own, on
         CUDA) before batch k is handed over, so that it travels while batch k's step computes."""
-        batches = ((positions, images, labels) for images, labels, positions, failures in self._loader
-                   if not self._report(failures) and images is not None)
+        batches = self._readable_batches()
         if self.device.type == 'cpu':
             for positions, images, labels in batches:
                 yield positions, self._finish(images, labels)
@@ -278,6 +277,14 @@ class DataLoader:
             ahead = sent
         if ahead is not None:
             yield ahead[0], self._finish(*ahead[1:])
+
+    def _readable_batches(self):
+        """(positions, uint8 images, labels) of each batch on the host, its unreadable files reported; a batch
+        whose every file failed is skipped."""
+        for images, labels, positions, failures in self._loader:
+            self._report(failures)
+            if images is not None:
+                yield positions, images, labels
 
     def _send(self, images, labels):
         """Queues the copies of a batch to the device (from pinned memory, non_blocking; on CUDA on the
