@@ -249,7 +249,7 @@ class _CrossEntropy(torch.autograd.Function):
         dtype = e.dtype
         x = logits.to(dtype)
         if ctx.chapter:
-            return _chapter_backward(ctx, g, logits, target, x, e, sum_e), None, None, None, None, None
+            return _chapter_backward(ctx, g, logits, x, e, sum_e), None, None, None, None, None
         q = ctx.target_distribution
         if torch.is_grad_enabled():
             # create_graph=True: autograd records this backward to differentiate it again. What the forward
@@ -295,10 +295,10 @@ def _chapter_targets(target, ignore_index, class_dim):
     return torch.where(counted, target.long(), 0).unsqueeze(class_dim), counted
 
 
-def _chapter_backward(ctx, g, logits, target, x, e, sum_e):
+def _chapter_backward(ctx, g, logits, x, e, sum_e):
     """The chapter's gradient, d CE / d x_i = g_i (softmax(x_i) - one_hot(t_i)), with softmax(x) = e / sum_e:
     g e / sum_e, minus g at the target's class (g divided by the count for 'mean', 0 for ignored samples)."""
-    ignore_index, reduction, _, class_dim = ctx.options
+    _, reduction, _, class_dim = ctx.options
     index, counted, count = ctx.targets
     if torch.is_grad_enabled():  # create_graph=True: recomputed from the inputs, so that it has a record
         _, e, sum_e = _log_sum_exp_parts(x, class_dim)

@@ -156,7 +156,7 @@ class Optimizer:
         return loss
 
     def _snapshot(self):
-        """Copies of every parameter that will step, and of its state's tensors (None where it has none)."""
+        """Copies of every parameter that will step, and of its state's tensors (none where it has no state yet)."""
         return [(p, p.detach().clone(), {k: v.clone() for k, v in self.state.get(p, {}).items() if torch.is_tensor(v)})
                 for group in self.param_groups for p in self._params_with_grad(group)]
 

@@ -186,7 +186,7 @@ def warp(input, matrices, size, mode='bilinear', padding_mode='reflection', alig
     if len(input) == 0:
         return torch.empty(0, input.shape[1], out_h, out_w, dtype=pixel_maps.dtype if input.dtype == torch.uint8
                            else input.dtype, device=input.device)
-    taps = taps.cpu()
+    taps = taps.cpu()  # the groups of images that take the same taps are chosen on the host
     sampler = compiled_supersample() if compiled else supersample
 
     def sample_images(start, stop):  # images start..stop-1, each with its taps

@@ -299,6 +299,8 @@ def render(input, matrices, size, mode='bilinear', padding_mode='reflection', al
         raise ValueError(f"dtype={dtype} is not torch.float32, torch.float16 or torch.bfloat16")
     if (shift is None) != (factor is None) or (mean is None) != (std is None):
         raise ValueError("shift and factor go together, and so do mean and std")
+    if memory_format not in (torch.contiguous_format, torch.channels_last):
+        raise ValueError(f"memory_format={memory_format} is not torch.contiguous_format or torch.channels_last")
     n, channels = input.shape[:2]
 
     def per(values, count):  # float32, `count` of them (one per image or per channel)
@@ -310,7 +312,5 @@ def render(input, matrices, size, mode='bilinear', padding_mode='reflection', al
         return values.contiguous()
 
     adjustment = W.to_device(input.device, per(shift, n), per(factor, n), per(mean, channels), per(std, channels))
-    if memory_format not in (torch.contiguous_format, torch.channels_last):
-        raise ValueError(f"memory_format={memory_format} is not torch.contiguous_format or torch.channels_last")
     return _launch(input, matrices, size, mode, padding_mode, align_corners, antialias, dtype, render=adjustment,
                    plan=plan, memory_format=memory_format)

@@ -20,6 +20,7 @@ import torch
 
 from minigrad import homographies as H
 from minigrad import warp as W
+from pets.data.normalize import Normalize
 from pets.rng import generator_from
 
 
@@ -59,8 +60,7 @@ class AugTransform:
         """A batch this transform made, as images in [0, 1] (float32, channels first): the normalisation undone."""
         x = x.float()
         if self.mean is not None:
-            x = x * torch.tensor(self.std, device=x.device).view(1, -1, 1, 1) + \
-                torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+            x = Normalize(self.mean, self.std).decode(x)
         return x.contiguous()
 
     def __repr__(self):

@@ -53,8 +53,12 @@ from pets.learner import cnn_learner
 from pets.metrics import accuracy, error_rate
 from pets.models import ARCHS, PretrainedWeightsError
 from pets.precision import PRECISIONS, choose_precision
-from pets.recipes import EPOCHS, FREEZE_EPOCHS, LR, RECIPES
+from pets.recipes import RECIPES
 from pets.report import LeftOutReport, save_figure, write_results
+
+
+# The options a recipe brings its own defaults for (pets.recipes.Recipe's fields of the same names).
+RECIPE_SETTINGS = ('freeze_epochs', 'epochs', 'lr', 'presize', 'bs')
 
 
 class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -77,18 +81,20 @@ def parse_args(argv):
     parser.add_argument('--arch', default='efficientnet_lite0', choices=sorted(ARCHS), help='the network')
     parser.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=True,
                         help="start from the network's ImageNet weights")
+    ours, book = RECIPES['frozen-bn'], RECIPES['fastai']
+    book_run = ' '.join(f"--{option.replace('_', '-')} {getattr(book, option):g}" for option in RECIPE_SETTINGS)
     parser.add_argument('--recipe', default='frozen-bn', choices=sorted(RECIPES),
                         help="frozen-bn: this script's (see above); fastai: the book's fine_tune (pets.recipes), "
-                             "which brings the book's run: --freeze-epochs 1 --epochs 2 --lr 2e-3 "
-                             "--presize 460 --bs 64")
+                             f"which brings the book's run: {book_run}")
     parser.add_argument('--epochs', type=at_least(0), default=None,
-                        help=f'one-cycle epochs of the whole network (default: the recipe\'s, {EPOCHS} for frozen-bn)')
+                        help=f"one-cycle epochs of the whole network (default: the recipe's, {ours.epochs} for "
+                             f"frozen-bn)")
     parser.add_argument('--freeze-epochs', type=at_least(0), default=None,
-                        help=f'one-cycle epochs of the head alone, first (default: the recipe\'s, {FREEZE_EPOCHS} '
-                             f'for frozen-bn)')
+                        help=f"one-cycle epochs of the head alone, first (default: the recipe's, {ours.freeze_epochs} "
+                             f"for frozen-bn)")
     parser.add_argument('--lr', type=learning_rate, default=None,
                         help=f"the head's peak learning rate, or 'find' for lr_find's valley suggestion (default: "
-                             f"the recipe's, {LR:g} for frozen-bn)")
+                             f"the recipe's, {ours.lr:g} for frozen-bn)")
     parser.add_argument('--precision', default='auto', choices=PRECISIONS,
                         help="what the network computes in (pets.precision): auto takes bfloat16 where the "
                              "hardware has it (CPUs with avx512_bf16 or AMX, GPUs since Ampere), float16 with loss "
@@ -107,12 +113,12 @@ def parse_args(argv):
                         help='also score the validation set with test-time augmentation over N views (0: not)')
     parser.add_argument('--bs', type=at_least(1), default=None,
                         help="images per batch, per process: under torchrun a step sees bs x processes images "
-                             "(default: the recipe's, 32 for frozen-bn)")
+                             f"(default: the recipe's, {ours.bs} for frozen-bn)")
     parser.add_argument('--sync-bn', action='store_true',
                         help='under torchrun on GPUs: BatchNorm statistics over all processes (SyncBatchNorm)')
     parser.add_argument('--presize', type=at_least(1), default=None,
                         help="each image is first resized (centre-cropped for validation) to this many pixels "
-                             "(default: the recipe's, 256 for frozen-bn)")
+                             f"(default: the recipe's, {ours.presize} for frozen-bn)")
     parser.add_argument('--size', type=at_least(1), default=224, help='the side of the images the model sees')
     parser.add_argument('--min-scale', type=scale, default=0.75,
                         help="the random-resized crop's smallest share of the image's area, in (0, 1]")
@@ -134,7 +140,7 @@ def parse_args(argv):
     parser.add_argument('--out', default='pets-output', help='folder for the results')
     args = parser.parse_args(argv)
     recipe = RECIPES[args.recipe]
-    for option in ('freeze_epochs', 'epochs', 'lr', 'presize', 'bs'):
+    for option in RECIPE_SETTINGS:
         if getattr(args, option) is None:
             setattr(args, option, getattr(recipe, option))
     if args.epochs == 0 and args.freeze_epochs == 0:
