@@ -22,6 +22,7 @@ class Normalize:
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
             raise ValueError(f"Normalize: mean {self.mean} and std {self.std} need one value per channel, "
                              f"each std above 0")
+        self._on_device = {}  # device -> (mean, std) tensors there: sent once, not with every batch
 
     @classmethod
     def from_stats(cls, mean, std):
@@ -31,13 +32,20 @@ class Normalize:
     def __repr__(self):
         return f"Normalize(mean={self.mean}, std={self.std})"
 
-    def _view(self, values, x):
-        return torch.tensor(values, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    def _stats(self, x):
+        """(mean, std) as (1, C, 1, 1) float32 tensors on x's device. Made once per device: on a GPU each
+        copy from the host would make it wait, batch after batch."""
+        if x.device not in self._on_device:
+            self._on_device[x.device] = tuple(torch.tensor(v, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+                                              for v in (self.mean, self.std))
+        return self._on_device[x.device]
 
     def __call__(self, x, train=True):
         x = x.float().div_(255) if x.dtype == torch.uint8 else x
-        return (x - self._view(self.mean, x)) / self._view(self.std, x)
+        mean, std = self._stats(x)
+        return (x - mean) / std
 
     def decode(self, x):
         """The images before normalising: x * std + mean."""
-        return x * self._view(self.std, x) + self._view(self.mean, x)
+        mean, std = self._stats(x)
+        return x * std + mean

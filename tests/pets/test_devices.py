@@ -213,3 +213,15 @@ def test_on_a_gpu_workers_prepare_the_items_from_images_decoded_once(pet_folder,
         assert x.device == fakegpu.DEVICE and torch.equal(x.cpu(), x0.cpu()) and torch.equal(y.cpu(), y0.cpu())
     cpu = block.dataloaders(pet_folder, bs=6, device='cpu', seed=0)
     assert cpu.train.num_workers == 0  # on the CPU the items are prepared here: no process competes with the model
+
+
+def test_a_normalize_batch_transform_waits_once_per_device_not_per_batch(fakegpu):
+    from pets.data.normalize import Normalize, imagenet_stats
+    normalize = Normalize.from_stats(*imagenet_stats)
+    x = torch.rand(2, 3, 4, 4).to('fakegpu')
+    normalize(x)  # its statistics reach the device once
+    with fakegpu.counting_waits() as waits:
+        for _ in range(3):
+            out = normalize(x)
+    assert waits == [] and out.device == fakegpu.DEVICE
+    torch.testing.assert_close(normalize.decode(out).cpu(), x.cpu())
